@@ -1,0 +1,434 @@
+//! Domain types, parsed once at the edge so the rest of the code never sees raw strings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A closed set of names that travel as strings (query parameters, JSON, database columns).
+/// Parsing is case-sensitive, and a bad value is rejected with the list of allowed ones.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownValue {
+                        value: s.to_owned(),
+                        allowed: &[$($text),+],
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                raw.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A string that is not one of the allowed names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value `{value}`, expected one of: {}", allowed.join(", "))]
+pub struct UnknownValue {
+    pub value: String,
+    pub allowed: &'static [&'static str],
+}
+
+string_enum! {
+    /// The bk-ci callback event names (`CallBackEvent`).
+    pub enum CallbackEvent {
+        DeletePipeline => "DELETE_PIPELINE",
+        CreatePipeline => "CREATE_PIPELINE",
+        UpdatePipeline => "UPDATE_PIPELINE",
+        StreamEnabled => "STREAM_ENABLED",
+        RestorePipeline => "RESTORE_PIPELINE",
+        BuildStart => "BUILD_START",
+        BuildEnd => "BUILD_END",
+        BuildStageStart => "BUILD_STAGE_START",
+        BuildStageEnd => "BUILD_STAGE_END",
+        BuildJobStart => "BUILD_JOB_START",
+        BuildJobEnd => "BUILD_JOB_END",
+        BuildTaskStart => "BUILD_TASK_START",
+        BuildTaskEnd => "BUILD_TASK_END",
+        BuildTaskPause => "BUILD_TASK_PAUSE",
+        ProjectCreate => "PROJECT_CREATE",
+        ProjectUpdate => "PROJECT_UPDATE",
+        ProjectEnable => "PROJECT_ENABLE",
+        ProjectDisable => "PROJECT_DISABLE",
+    }
+}
+
+string_enum! {
+    /// The network region of a callback (`CallBackNetWorkRegionType`). Stored and shown, not routed on.
+    pub enum Region {
+        Devnet => "DEVNET",
+        Oss => "OSS",
+        Idc => "IDC",
+    }
+}
+
+string_enum! {
+    /// The gateway flavour in the first path segment.
+    pub enum ApigwType {
+        User => "apigw-user",
+        App => "apigw-app",
+        Default => "apigw",
+    }
+}
+
+string_enum! {
+    /// A user's role in a project under the local authority.
+    pub enum MemberRole {
+        Admin => "admin",
+        Member => "member",
+    }
+}
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidId {
+    #[error("must not be blank")]
+    Blank,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("may only contain {allowed}")]
+    BadCharacter { allowed: &'static str },
+}
+
+/// A project's English name: 1–64 of `A-Z a-z 0-9 _ - .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProjectId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(InvalidId::Blank);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(InvalidId::BadCharacter {
+                allowed: "letters, digits, '_', '-' and '.'",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The acting user (`X-DEVOPS-UID`): trimmed, 1–64 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UserId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(InvalidId::Blank);
+        }
+        if s.chars().count() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(InvalidId::BadCharacter {
+                allowed: "printable characters",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a callback URL was refused before any address was looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUrl {
+    #[error("the callback url is illegal: {0}")]
+    Malformed(String),
+    #[error("there is a high-risk port number [{0}] in the callback url")]
+    BlockedPort(u16),
+}
+
+/// A callback URL that parsed as http(s) with a host, fits in 1024 bytes and avoids blocked ports.
+/// The text is kept exactly as given (bk-ci compatible), the parsed form is used to connect.
+#[derive(Debug, Clone)]
+pub struct CallbackUrl {
+    raw: String,
+    parsed: url::Url,
+}
+
+impl CallbackUrl {
+    pub const MAX_LEN: usize = 1024;
+
+    pub fn parse(raw: &str, blocked_ports: &[u16]) -> Result<Self, InvalidUrl> {
+        if raw.len() > Self::MAX_LEN {
+            return Err(InvalidUrl::Malformed(format!(
+                "longer than {} bytes",
+                Self::MAX_LEN
+            )));
+        }
+        let parsed = url::Url::parse(raw).map_err(|e| InvalidUrl::Malformed(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(InvalidUrl::Malformed(format!(
+                "scheme `{}` is not http or https",
+                parsed.scheme()
+            )));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(InvalidUrl::Malformed("no host".to_owned()));
+        }
+        let port = parsed.port_or_known_default().unwrap_or_default();
+        if blocked_ports.contains(&port) {
+            return Err(InvalidUrl::BlockedPort(port));
+        }
+        Ok(Self {
+            raw: raw.to_owned(),
+            parsed,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn host(&self) -> url::Host<&str> {
+        self.parsed.host().expect("checked in parse")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.parsed.port_or_known_default().unwrap_or_default()
+    }
+}
+
+/// The numeric id of a callback registration.
+pub type CallbackId = i64;
+
+/// Milliseconds since the Unix epoch, the time unit of the API and of both databases.
+pub type EpochMillis = i64;
+
+pub fn now_millis() -> EpochMillis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A registered callback, as stored.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub id: CallbackId,
+    pub project_id: ProjectId,
+    pub url: String,
+    pub event: CallbackEvent,
+    pub region: Region,
+    pub enabled: bool,
+    pub has_secret_token: bool,
+    pub creator: UserId,
+    pub updater: UserId,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub failure_time: Option<EpochMillis>,
+    pub disabled_reason: Option<String>,
+}
+
+/// What a create (upsert) writes.
+#[derive(Debug, Clone)]
+pub struct NewCallback {
+    pub project_id: ProjectId,
+    pub url: String,
+    pub event: CallbackEvent,
+    pub region: Region,
+    pub secret_token: Option<String>,
+    pub user: UserId,
+}
+
+/// A member of a project under the local authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub project_id: ProjectId,
+    pub user_id: UserId,
+    pub role: MemberRole,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+}
+
+/// A validated page request: `page` ≥ 1, `page_size` in 1..=MAX_PAGE_SIZE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT_PAGE_SIZE: u32 = 20;
+    pub const MAX_PAGE_SIZE: u32 = 100;
+
+    pub fn offset(self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+
+    pub fn limit(self) -> i64 {
+        i64::from(self.page_size)
+    }
+}
+
+/// One page of results, in bk-ci's `Page` shape.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub count: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+    pub records: Vec<T>,
+}
+
+impl<T> Page<T> {
+    pub fn new(request: PageRequest, count: u64, records: Vec<T>) -> Self {
+        Self {
+            count,
+            page: request.page,
+            page_size: request.page_size,
+            total_pages: count.div_ceil(u64::from(request.page_size)),
+            records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_reject_other_case() {
+        for event in CallbackEvent::ALL {
+            assert_eq!(event.as_str().parse::<CallbackEvent>(), Ok(*event));
+        }
+        let err = "build_end".parse::<CallbackEvent>().unwrap_err();
+        assert!(err.to_string().contains("BUILD_END"), "{err}");
+    }
+
+    #[test]
+    fn project_ids_are_validated() {
+        assert!("demo-project_1.x".parse::<ProjectId>().is_ok());
+        assert_eq!("".parse::<ProjectId>(), Err(InvalidId::Blank));
+        assert!("a b".parse::<ProjectId>().is_err());
+        assert!("x".repeat(65).parse::<ProjectId>().is_err());
+    }
+
+    #[test]
+    fn user_ids_are_trimmed_and_bounded() {
+        assert_eq!("  alice ".parse::<UserId>().unwrap().as_str(), "alice");
+        assert_eq!("   ".parse::<UserId>(), Err(InvalidId::Blank));
+        assert!("é".repeat(64).parse::<UserId>().is_ok());
+        assert!("é".repeat(65).parse::<UserId>().is_err());
+        assert!("a\u{7}b".parse::<UserId>().is_err());
+    }
+
+    #[test]
+    fn urls_are_checked_for_shape_and_port() {
+        let blocked = [22, 6379];
+        assert!(CallbackUrl::parse("https://ci.example.com/hook?a=1", &blocked).is_ok());
+        for bad in [
+            "ftp://x.example/",
+            "not a url",
+            "http://",
+            "mailto:a@b.c",
+            "file:///etc/passwd",
+        ] {
+            assert!(
+                matches!(
+                    CallbackUrl::parse(bad, &blocked),
+                    Err(InvalidUrl::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!("https://x.example/{}", "a".repeat(1024));
+        assert!(matches!(
+            CallbackUrl::parse(&long, &blocked),
+            Err(InvalidUrl::Malformed(_))
+        ));
+        assert_eq!(
+            CallbackUrl::parse("http://x.example:6379/", &blocked).unwrap_err(),
+            InvalidUrl::BlockedPort(6379)
+        );
+        let kept = CallbackUrl::parse("HTTP://X.example/Path", &blocked).unwrap();
+        assert_eq!(kept.as_str(), "HTTP://X.example/Path");
+    }
+
+    #[test]
+    fn page_maths() {
+        let request = PageRequest {
+            page: 3,
+            page_size: 20,
+        };
+        assert_eq!(request.offset(), 40);
+        let page = Page::new(request, 41, Vec::<()>::new());
+        assert_eq!(page.total_pages, 3);
+        assert_eq!(Page::new(request, 0, Vec::<()>::new()).total_pages, 0);
+        assert_eq!(Page::new(request, 40, Vec::<()>::new()).total_pages, 2);
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type of the service. Its `IntoResponse` is the only place an error becomes HTTP.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::{CallbackId, InvalidUrl, ProjectId, UserId};
+use crate::http::envelope::Envelope;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A missing or malformed query, path or header parameter; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("user {user} is not an administrator of project {project}")]
+    NotProjectAdmin { user: UserId, project: ProjectId },
+    #[error("user {user} does not have permission to access project {project}")]
+    NotProjectMember { user: UserId, project: ProjectId },
+    #[error(transparent)]
+    InvalidCallbackUrl(#[from] InvalidUrl),
+    #[error("the callback url {url} points to an address that is not allowed: {reason}")]
+    BlockedAddress { url: String, reason: String },
+    #[error("callback record ({0}) does not exist")]
+    CallbackNotFound(CallbackId),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The service cannot answer now (database down, a required setting missing, a timeout).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Attached to 5xx responses so the logging middleware can report the cause; never sent.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+impl AppError {
+    fn http_status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::InvalidCallbackUrl(_) | Self::BlockedAddress { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotProjectAdmin { .. } | Self::NotProjectMember { .. } => StatusCode::FORBIDDEN,
+            Self::CallbackNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope's `status`: bk-ci's error code where it has one, else the HTTP status.
+    fn code(&self) -> i32 {
+        match self {
+            Self::NotProjectAdmin { .. } => 2101104,
+            Self::NotProjectMember { .. } => 2101133,
+            Self::InvalidCallbackUrl(InvalidUrl::Malformed(_)) => 2101132,
+            Self::InvalidCallbackUrl(InvalidUrl::BlockedPort(_)) => 2101286,
+            Self::BlockedAddress { .. } => 2101366,
+            Self::CallbackNotFound(_) => 2101136,
+            _ => i32::from(self.http_status().as_u16()),
+        }
+    }
+
+    /// What the client may read: server-side failures get a generic text.
+    fn public_message(&self) -> String {
+        match self.http_status() {
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Database(_)) => {
+                "database unavailable, try again later".to_owned()
+            }
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                "internal server error; see the server log for this request id".to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// Connection-level failures mean "the database is down", not "the request was wrong".
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        let mut response = (
+            status,
+            Envelope::<()>::error(self.code(), self.public_message()),
+        )
+            .into_response();
+        if status.is_server_error() {
+            let detail = match &self {
+                Self::Database(e) => format!("database error: {e}"),
+                other => other.to_string(),
+            };
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
+        response
+    }
+}

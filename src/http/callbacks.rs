@@ -1,0 +1,176 @@
+//! The v4 callback resource: `/{apigwType}/v4/projects/{projectId}/callbacks…`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::domain::{
+    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, PageRequest, ProjectId,
+    Region, UserId,
+};
+use crate::error::{AppError, Result};
+use crate::http::envelope::Envelope;
+use crate::http::extract::{Caller, ProjectScope, Query};
+
+const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(BASE, post(create))
+        .route(&format!("{BASE}/"), post(create))
+        .route(&format!("{BASE}/callback_list"), get(list))
+        .route(&format!("{BASE}/callback"), delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateParams {
+    event: CallbackEvent,
+    region: Region,
+    url: String,
+    secret_token: Option<String>,
+}
+
+/// Longest accepted `secretToken`, in bytes.
+const MAX_SECRET_TOKEN_LEN: usize = 1024;
+
+/// The seed API: register (or update) one callback. Admin only.
+async fn create(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(params): Query<CreateParams>,
+) -> Result<Envelope<bool>> {
+    let secret_token = params.secret_token.filter(|token| !token.is_empty());
+    if secret_token
+        .as_ref()
+        .is_some_and(|t| t.len() > MAX_SECRET_TOKEN_LEN)
+    {
+        return Err(AppError::BadRequest(format!(
+            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
+        )));
+    }
+    state.authority.require_admin(&scope.project, &user).await?;
+    let url = state.vet_callback_url(&params.url).await?;
+    state
+        .store
+        .upsert_callback(&NewCallback {
+            project_id: scope.project,
+            url: url.as_str().to_owned(),
+            event: params.event,
+            region: params.region,
+            secret_token,
+            user,
+        })
+        .await?;
+    Ok(Envelope::ok(true))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageParams {
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+impl PageParams {
+    /// `page` ≥ 1 and `pageSize` ≥ 1; a `pageSize` above the maximum is capped, as bk-ci does.
+    pub fn validate(&self) -> Result<PageRequest> {
+        let page = self.page.unwrap_or(1);
+        let page_size = self.page_size.unwrap_or(PageRequest::DEFAULT_PAGE_SIZE);
+        if page == 0 {
+            return Err(AppError::BadRequest(
+                "query parameter page must be at least 1".to_owned(),
+            ));
+        }
+        if page_size == 0 {
+            return Err(AppError::BadRequest(format!(
+                "query parameter pageSize must be between 1 and {}",
+                PageRequest::MAX_PAGE_SIZE
+            )));
+        }
+        Ok(PageRequest {
+            page,
+            page_size: page_size.min(PageRequest::MAX_PAGE_SIZE),
+        })
+    }
+}
+
+/// A callback as the API shows it; the token itself never leaves the service.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallbackRecord {
+    id: CallbackId,
+    project_id: ProjectId,
+    call_back_url: String,
+    events: CallbackEvent,
+    region: Region,
+    enable: bool,
+    creator: UserId,
+    updater: UserId,
+    created_time: EpochMillis,
+    updated_time: EpochMillis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_time: Option<EpochMillis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
+    has_secret_token: bool,
+}
+
+impl From<Callback> for CallbackRecord {
+    fn from(c: Callback) -> Self {
+        Self {
+            id: c.id,
+            project_id: c.project_id,
+            call_back_url: c.url,
+            events: c.event,
+            region: c.region,
+            enable: c.enabled,
+            creator: c.creator,
+            updater: c.updater,
+            created_time: c.created_at,
+            updated_time: c.updated_at,
+            failure_time: c.failure_time,
+            disabled_reason: c.disabled_reason,
+            has_secret_token: c.has_secret_token,
+        }
+    }
+}
+
+/// Every callback of the project, disabled ones included, newest first. Members only.
+async fn list(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(params): Query<PageParams>,
+) -> Result<Envelope<Page<CallbackRecord>>> {
+    let request = params.validate()?;
+    state
+        .authority
+        .require_member(&scope.project, &user)
+        .await?;
+    let (count, callbacks) = state.store.list_callbacks(&scope.project, request).await?;
+    let records = callbacks.into_iter().map(CallbackRecord::from).collect();
+    Ok(Envelope::ok(Page::new(request, count, records)))
+}
+
+#[derive(Deserialize)]
+struct IdParams {
+    id: CallbackId,
+}
+
+/// Deletes one callback of the project. Admin only.
+async fn remove(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(IdParams { id }): Query<IdParams>,
+) -> Result<Envelope<bool>> {
+    state.authority.require_admin(&scope.project, &user).await?;
+    if !state.store.delete_callback(&scope.project, id).await? {
+        return Err(AppError::CallbackNotFound(id));
+    }
+    Ok(Envelope::ok(true))
+}

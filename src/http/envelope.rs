@@ -1,0 +1,39 @@
+//! The `{"status","message","data"}` envelope every response carries.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// bk-ci's `Result<T>`: `status == 0` is success, null fields are left out.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T> {
+    pub status: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(data: T) -> Self {
+        Self {
+            status: 0,
+            message: None,
+            data: Some(data),
+        }
+    }
+
+    pub fn error(status: i32, message: String) -> Self {
+        Self {
+            status,
+            message: Some(message),
+            data: None,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}

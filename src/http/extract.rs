@@ -1,0 +1,132 @@
+//! Extractors. Each rejects with `AppError`, so malformed input still gets the envelope.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::config::Config;
+use crate::domain::{ApigwType, ProjectId, UserId};
+use crate::error::AppError;
+
+pub const DEVOPS_UID: &str = "x-devops-uid";
+pub const DEVOPS_BK_TOKEN: &str = "x-devops-bk-token";
+
+/// `axum::extract::Query` whose failures name the parameter inside the envelope.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        AppError::BadRequest(format!(
+            "invalid query parameter: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+/// `axum::extract::Path` with envelope rejections.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct Path<T>(pub T);
+
+impl From<PathRejection> for AppError {
+    fn from(rejection: PathRejection) -> Self {
+        AppError::BadRequest(format!("invalid path parameter: {}", rejection.body_text()))
+    }
+}
+
+/// The acting user, from `X-DEVOPS-UID`.
+pub struct Caller(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(DEVOPS_UID) else {
+            return Err(AppError::Unauthorized(
+                "header X-DEVOPS-UID is required".to_owned(),
+            ));
+        };
+        let text = value.to_str().map_err(|_| {
+            AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
+        })?;
+        match text.parse::<UserId>() {
+            Ok(user) => Ok(Self(user)),
+            Err(crate::domain::InvalidId::Blank) => Err(AppError::Unauthorized(
+                "header X-DEVOPS-UID must not be blank".to_owned(),
+            )),
+            Err(e) => Err(AppError::BadRequest(format!("header X-DEVOPS-UID {e}"))),
+        }
+    }
+}
+
+/// `/{apigwType}/v4/projects/{projectId}/…`: an unknown gateway type is an unknown route.
+pub struct ProjectScope {
+    pub apigw: ApigwType,
+    pub project: ProjectId,
+}
+
+#[derive(Deserialize)]
+struct ProjectScopeParams {
+    apigw_type: String,
+    project_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ProjectScope {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<ProjectScopeParams>::from_request_parts(parts, state).await?;
+        let apigw = params
+            .apigw_type
+            .parse()
+            .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
+        Ok(Self {
+            apigw,
+            project: parse_project_id(&params.project_id)?,
+        })
+    }
+}
+
+pub fn parse_project_id(raw: &str) -> Result<ProjectId, AppError> {
+    raw.parse()
+        .map_err(|e| AppError::BadRequest(format!("path parameter projectId {e}")))
+}
+
+/// Proof that the caller presented `X-DEVOPS-BK-TOKEN` equal to `SERVICE_TOKEN`.
+pub struct ServiceCaller;
+
+impl<S> FromRequestParts<S> for ServiceCaller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        check_service_token(
+            &state.config,
+            parts.headers.get(DEVOPS_BK_TOKEN).map(|v| v.as_bytes()),
+        )
+        .map(|()| Self)
+    }
+}
+
+fn check_service_token(config: &Config, presented: Option<&[u8]>) -> Result<(), AppError> {
+    let Some(expected) = &config.service_token else {
+        return Err(AppError::Unavailable(
+            "SERVICE_TOKEN is not configured, so service and op routes are disabled".to_owned(),
+        ));
+    };
+    match presented {
+        Some(token) if bool::from(token.ct_eq(expected.expose().as_bytes())) => Ok(()),
+        _ => Err(AppError::Unauthorized(
+            "header X-DEVOPS-BK-TOKEN is missing or wrong".to_owned(),
+        )),
+    }
+}

@@ -1,0 +1,101 @@
+//! The op API for the local authority: `/op/projects/{projectId}/members…`, service token only.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, put};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::domain::{EpochMillis, Member, MemberRole, ProjectId, UserId};
+use crate::error::{AppError, Result};
+use crate::http::envelope::Envelope;
+use crate::http::extract::{Path, Query, ServiceCaller, parse_project_id};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/op/projects/{project_id}/members", get(list))
+        .route(
+            "/op/projects/{project_id}/members/{user_id}",
+            put(set).delete(remove),
+        )
+}
+
+#[derive(Deserialize)]
+struct MemberPath {
+    project_id: String,
+    user_id: String,
+}
+
+impl MemberPath {
+    fn parse(self) -> Result<(ProjectId, UserId)> {
+        let user = self
+            .user_id
+            .parse()
+            .map_err(|e| AppError::BadRequest(format!("path parameter userId {e}")))?;
+        Ok((parse_project_id(&self.project_id)?, user))
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleParams {
+    role: MemberRole,
+}
+
+/// Adds the user to the project, or changes their role.
+async fn set(
+    State(state): State<AppState>,
+    _: ServiceCaller,
+    Path(path): Path<MemberPath>,
+    Query(RoleParams { role }): Query<RoleParams>,
+) -> Result<Envelope<bool>> {
+    let (project, user) = path.parse()?;
+    state.store.set_member(&project, &user, role).await?;
+    state.authority.forget(&project, &user).await;
+    Ok(Envelope::ok(true))
+}
+
+/// Removes the user; `data` is false when they were not a member.
+async fn remove(
+    State(state): State<AppState>,
+    _: ServiceCaller,
+    Path(path): Path<MemberPath>,
+) -> Result<Envelope<bool>> {
+    let (project, user) = path.parse()?;
+    let removed = state.store.remove_member(&project, &user).await?;
+    state.authority.forget(&project, &user).await;
+    Ok(Envelope::ok(removed))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberRecord {
+    project_id: ProjectId,
+    user_id: UserId,
+    role: MemberRole,
+    created_time: EpochMillis,
+    updated_time: EpochMillis,
+}
+
+impl From<Member> for MemberRecord {
+    fn from(m: Member) -> Self {
+        Self {
+            project_id: m.project_id,
+            user_id: m.user_id,
+            role: m.role,
+            created_time: m.created_at,
+            updated_time: m.updated_at,
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _: ServiceCaller,
+    Path(project_id): Path<String>,
+) -> Result<Envelope<Vec<MemberRecord>>> {
+    let project = parse_project_id(&project_id)?;
+    let members = state.store.list_members(&project).await?;
+    Ok(Envelope::ok(
+        members.into_iter().map(MemberRecord::from).collect(),
+    ))
+}

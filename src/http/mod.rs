@@ -1,0 +1,188 @@
+//! The HTTP surface: one `app(state)` router shared by the server and the tests.
+
+mod callbacks;
+pub mod envelope;
+pub mod extract;
+mod health;
+mod members;
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::error::{AppError, ErrorDetail};
+
+pub fn app(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let max_body_bytes = state.config.max_body_bytes;
+    let routes = Router::new()
+        .merge(callbacks::router())
+        .merge(members::router())
+        .merge(health::router())
+        .with_state(state);
+    with_edges(routes, timeout, max_body_bytes)
+}
+
+/// The layers that make every response an envelope with a request id, whatever went wrong:
+/// unknown route, wrong method, oversized body, timeout or panic.
+fn with_edges(routes: Router, timeout: Duration, max_body_bytes: usize) -> Router {
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(middleware::from_fn(envelope_and_log))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
+            .layer(RequestBodyLimitLayer::new(max_body_bytes)),
+    )
+}
+
+/// The span every log line of a request is written in. Only the path: query strings carry tokens.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// Turns any response that is not JSON yet (axum's 404/405, the body limit's 413) into the
+/// envelope, and logs the cause of server errors once, inside the request span.
+async fn envelope_and_log(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
+        tracing::error!(status = response.status().as_u16(), "{detail}");
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || response.status().is_success() {
+        return response;
+    }
+    let error = match response.status() {
+        StatusCode::NOT_FOUND => AppError::RouteNotFound(path),
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        other => AppError::Internal(format!("unexpected {other} without a body")),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut enveloped = error.into_response();
+    if let Some(allow) = allow {
+        enveloped.headers_mut().insert(header::ALLOW, allow);
+    }
+    enveloped
+}
+
+async fn enforce_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable(format!(
+            "the request timed out after {} ms",
+            timeout.as_millis()
+        ))
+        .into_response(),
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    AppError::Internal(format!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(router: Router, request: Request) -> (StatusCode, serde_json::Value) {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn edges(routes: Router) -> Router {
+        with_edges(routes, Duration::from_millis(50), 16)
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_500_envelope_without_the_panic_text() {
+        async fn boom() -> &'static str {
+            panic!("secret detail")
+        }
+        let router = edges(Router::new().route("/boom", get(boom)));
+        let (status, body) = call(router, Request::get("/boom").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["status"], 500);
+        assert!(!body.to_string().contains("secret detail"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_times_out_with_a_503_envelope() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        };
+        let router = edges(Router::new().route("/slow", get(slow)));
+        let (status, body) = call(router, Request::get("/slow").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], 503);
+        assert!(body["message"].as_str().unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_a_413_envelope() {
+        let router =
+            edges(Router::new().route("/echo", axum::routing::post(|body: String| async { body })));
+        let request = Request::post("/echo")
+            .header(header::CONTENT_LENGTH, "100")
+            .body(Body::from("x".repeat(100)))
+            .unwrap();
+        let (status, body) = call(router, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["status"], 413);
+    }
+}

@@ -1,0 +1,94 @@
+//! devops-callbacks: register project callbacks through the bk-ci v4 API and deliver events to them.
+//!
+//! `main.rs` is only the command line; everything it runs lives here so tests can run it too.
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use http::app;
+
+use auth::Authority;
+use config::Config;
+use delivery::ssrf::SsrfGuard;
+use domain::CallbackUrl;
+use error::{AppError, Result};
+use store::Store;
+
+/// Everything a request handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub authority: Arc<Authority>,
+    pub ssrf: Arc<SsrfGuard>,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        Self {
+            authority: Arc::new(Authority::local(store.clone(), config.auth_cache_ttl)),
+            ssrf: Arc::new(SsrfGuard::new(config.allowed_cidrs.clone())),
+            config: Arc::new(config),
+            store,
+        }
+    }
+
+    /// The registration-time URL rule: shape and port, then the SSRF guard on its addresses.
+    pub async fn vet_callback_url(&self, raw: &str) -> Result<CallbackUrl> {
+        let url = CallbackUrl::parse(raw, &self.config.blocked_ports)?;
+        self.ssrf
+            .check_url(&url)
+            .await
+            .map_err(|blocked| AppError::BlockedAddress {
+                url: raw.to_owned(),
+                reason: blocked.to_string(),
+            })?;
+        Ok(url)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, draining");
+}

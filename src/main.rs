@@ -1,0 +1,160 @@
+//! The command line: `serve` (default), `migrate`, `members …`, `healthcheck`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use devops_callbacks::config::Config;
+use devops_callbacks::domain::{MemberRole, ProjectId, UserId};
+use devops_callbacks::{AppState, store, telemetry};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Register bk-ci project callbacks and deliver events to them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Manage the project members of the local permission authority.
+    Members {
+        #[command(subcommand)]
+        action: MembersAction,
+    },
+    /// Exit 0 if the service at LISTEN_ADDR (or --url) answers /healthz, else 1.
+    Healthcheck {
+        /// Full URL to probe instead of http://LISTEN_ADDR/healthz.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersAction {
+    /// Add a user to a project, or change their role.
+    Add {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        user: UserId,
+        #[arg(long)]
+        role: MemberRole,
+    },
+    /// Remove a user from a project.
+    Remove {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        user: UserId,
+    },
+    /// List a project's members, one `user<TAB>role` per line.
+    List {
+        #[arg(long)]
+        project: ProjectId,
+    },
+}
+
+fn main() -> ExitCode {
+    // A missing .env is normal outside development.
+    dotenvy::dotenv().ok();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve))) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Serve => {
+            telemetry::init(config.log_format);
+            if config.service_token.is_none() {
+                tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
+            }
+            let store = store::open(&config).await.context("opening the database")?;
+            let listener = tokio::net::TcpListener::bind(config.listen_addr)
+                .await
+                .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+            devops_callbacks::serve(
+                AppState::new(config, store),
+                listener,
+                devops_callbacks::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Migrate => {
+            store::open(&config)
+                .await
+                .context("migrating the database")?;
+            println!("migrations applied");
+        }
+        Command::Members { action } => {
+            let store = store::open(&config).await.context("opening the database")?;
+            match action {
+                MembersAction::Add {
+                    project,
+                    user,
+                    role,
+                } => {
+                    store.set_member(&project, &user, role).await?;
+                    println!("{user} is now {role} of {project}");
+                }
+                MembersAction::Remove { project, user } => {
+                    if !store.remove_member(&project, &user).await? {
+                        eprintln!("{user} is not a member of {project}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    println!("{user} removed from {project}");
+                }
+                MembersAction::List { project } => {
+                    for member in store.list_members(&project).await? {
+                        println!("{}\t{}", member.user_id, member.role);
+                    }
+                }
+            }
+        }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| {
+                let mut addr = config.listen_addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
+                format!("http://{addr}/healthz")
+            });
+            return Ok(healthcheck(&url).await);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("unhealthy: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

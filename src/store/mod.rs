@@ -1,0 +1,92 @@
+//! The repository: one trait, implemented for PostgreSQL and for SQLite. All SQL lives below here.
+
+mod postgres;
+mod rows;
+mod shared;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::config::Config;
+use crate::domain::{
+    Callback, CallbackId, Member, MemberRole, NewCallback, PageRequest, ProjectId, UserId,
+};
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies the embedded migrations of this backend.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// One round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates the callback or, when (project, url, event) exists, updates it in place: same id,
+    /// new region/token/updater, re-enabled with its failure state cleared.
+    async fn upsert_callback(&self, callback: &NewCallback) -> StoreResult<CallbackId>;
+
+    /// The total count and one page of a project's callbacks, newest first.
+    async fn list_callbacks(
+        &self,
+        project: &ProjectId,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<Callback>)>;
+
+    /// Deletes a project's callback; false when it did not exist in that project.
+    async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool>;
+
+    async fn member_role(
+        &self,
+        project: &ProjectId,
+        user: &UserId,
+    ) -> StoreResult<Option<MemberRole>>;
+
+    async fn set_member(
+        &self,
+        project: &ProjectId,
+        user: &UserId,
+        role: MemberRole,
+    ) -> StoreResult<()>;
+
+    /// False when the user was not a member.
+    async fn remove_member(&self, project: &ProjectId, user: &UserId) -> StoreResult<bool>;
+
+    async fn list_members(&self, project: &ProjectId) -> StoreResult<Vec<Member>>;
+}
+
+/// Opens the database named by `DATABASE_URL` (creating a SQLite file if needed) and migrates it.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if is_postgres_url(&config.database_url) {
+        Arc::new(PgStore::connect(&config.database_url, config.database_max_connections).await?)
+    } else if config.database_url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(&config.database_url, config.database_max_connections).await?)
+    } else {
+        anyhow::bail!(
+            "DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got {:?})",
+            redact_url(&config.database_url)
+        );
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
