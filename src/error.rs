@@ -90,14 +90,27 @@ impl AppError {
 
 /// Connection-level failures mean "the database is down", not "the request was wrong".
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // Busy, locked, cannot open (primary result codes under the extended ones).
+            Some(_) => db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
+            // Connection exceptions (08xxx), shutdown or start-up in progress, too many
+            // connections, the database gone.
+            None => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "3D000")
+            }),
+        },
+        _ => false,
+    }
 }
 
 impl IntoResponse for AppError {

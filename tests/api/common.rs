@@ -1,0 +1,323 @@
+//! The harness: a fresh database per test (a SQLite file or a PostgreSQL database), the real
+//! server on 127.0.0.1:0, and a client that checks every answer is the JSON envelope.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use devops_callbacks::config::Config;
+use devops_callbacks::{AppState, store};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SERVICE_TOKEN: &str = "test-service-token";
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(backend: Backend)` once per backend.
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+/// A database that exists only for one test.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    _dir: Option<TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("callbacks.db").display());
+                Self {
+                    backend,
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+                let name = format!("dc_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL at {admin_url} is unreachable ({e}); start it or set \
+                         TEST_DATABASE_URL to a server where this role may CREATE DATABASE"
+                    )
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .expect("CREATE DATABASE for the test");
+                admin.close().await;
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                Self {
+                    backend,
+                    url: url.to_string(),
+                    _dir: None,
+                    pg: Some((admin_url, name)),
+                }
+            }
+        }
+    }
+
+    /// Runs raw SQL against the test database, for set-ups the API cannot make.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    /// The PostgreSQL admin URL and database name (PostgreSQL only).
+    pub fn pg(&self) -> &(String, String) {
+        self.pg.as_ref().expect("a PostgreSQL test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.pg.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, so the clean-up gets a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The real server, in this process, on an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings every test server gets unless the test overrides them.
+fn base_vars(db: &TestDb) -> HashMap<String, String> {
+    HashMap::from([
+        ("DATABASE_URL".to_owned(), db.url.clone()),
+        ("SERVICE_TOKEN".to_owned(), SERVICE_TOKEN.to_owned()),
+        ("DATABASE_MAX_CONNECTIONS".to_owned(), "5".to_owned()),
+    ])
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(db, &[]).await
+    }
+
+    /// Starts with extra variables; a value of "" unsets one of the defaults.
+    pub async fn start_with(db: &TestDb, vars: &[(&str, &str)]) -> Self {
+        let mut all = base_vars(db);
+        for (name, value) in vars {
+            all.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let config = Config::from_map(&all).expect("test config");
+        let store = store::open(&config)
+            .await
+            .expect("open and migrate the test database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(devops_callbacks::serve(
+            AppState::new(config, store),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop; returns once the server has let go of the listener.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request and returns the status and the parsed envelope, asserting its shape.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        envelope_of(response).await
+    }
+
+    /// A call on the v4 resource as `user` (no header when `None`).
+    pub async fn v4(
+        &self,
+        method: Method,
+        project: &str,
+        tail: &str,
+        user: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let path = format!("/apigw-user/v4/projects/{project}/callbacks{tail}");
+        match user {
+            Some(user) => self.call(method, &path, &[("X-DEVOPS-UID", user)]).await,
+            None => self.call(method, &path, &[]).await,
+        }
+    }
+
+    pub async fn create(&self, project: &str, user: &str, query: &str) -> (StatusCode, Value) {
+        self.v4(Method::POST, project, &format!("?{query}"), Some(user))
+            .await
+    }
+
+    pub async fn list(&self, project: &str, user: &str, query: &str) -> (StatusCode, Value) {
+        self.v4(
+            Method::GET,
+            project,
+            &format!("/callback_list?{query}"),
+            Some(user),
+        )
+        .await
+    }
+
+    /// Through the op API, as the service token holder.
+    pub async fn set_member(&self, project: &str, user: &str, role: &str) {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/op/projects/{project}/members/{user}?role={role}"),
+                &[("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN)],
+            )
+            .await;
+        assert_eq!(
+            (status, &body),
+            (
+                StatusCode::OK,
+                &serde_json::json!({"status": 0, "data": true})
+            )
+        );
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Status and body of a response that must be the envelope: JSON, with an integer `status`.
+pub async fn envelope_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status} answered {content_type:?}: {text}"
+    );
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert!(body["status"].is_i64(), "no integer status in {text}");
+    if status.is_success() {
+        assert_eq!(body["status"], 0, "{text}");
+    } else {
+        assert_ne!(body["status"], 0, "{text}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message in {text}"
+        );
+    }
+    (status, body)
+}
+
+/// Asserts an error envelope: HTTP status, `status` code, and words the message must contain.
+#[track_caller]
+pub fn assert_error(answer: &(StatusCode, Value), http: u16, code: i64, words: &[&str]) {
+    let (status, body) = answer;
+    assert_eq!(status.as_u16(), http, "{body}");
+    assert_eq!(body["status"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    for word in words {
+        assert!(message.contains(word), "message {message:?} lacks {word:?}");
+    }
+}
+
+/// A URL the SSRF guard accepts without a DNS lookup (a public address literal).
+pub fn public_url(path: &str) -> String {
+    format!("http://93.184.215.14/{path}")
+}
+
+pub fn enc(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

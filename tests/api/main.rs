@@ -1,0 +1,7 @@
+//! Integration tests: the real server on port 0, run against SQLite and PostgreSQL alike.
+
+mod callbacks;
+mod cli;
+mod common;
+mod edges;
+mod members;
