@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::delivery::retry::RetrySchedule;
+
 /// bk-ci's default list of "high-risk" ports (`project.callback.black-ports`).
 pub const DEFAULT_BLOCKED_PORTS: &[u16] = &[
     21, 22, 23, 25, 69, 135, 137, 138, 139, 161, 162, 389, 465, 514, 587, 636, 873, 1099, 2181,
@@ -69,6 +71,17 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Attempts in flight at once in this process.
+    pub delivery_concurrency: usize,
+    pub delivery_timeout: Duration,
+    pub retry_schedule: RetrySchedule,
+    /// How long a claimed delivery stays reserved for this process; after that (a crash)
+    /// another worker may take it. Longer than `delivery_timeout`.
+    pub delivery_lease: Duration,
+    /// The backstop poll for due deliveries when no wake-up arrives.
+    pub delivery_poll: Duration,
+    /// How long a stopping process lets attempts in flight finish.
+    pub shutdown_grace: Duration,
 }
 
 /// A variable that is set but cannot be used; the message names it.
@@ -93,7 +106,7 @@ impl Config {
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        Ok(Self {
+        Self {
             database_url: vars
                 .raw("DATABASE_URL")
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
@@ -106,8 +119,53 @@ impl Config {
             time_zone: vars.parsed("TIME_ZONE", chrono_tz::Asia::Shanghai)?,
             auth_cache_ttl: Duration::from_secs(vars.parsed("AUTH_CACHE_TTL_SECS", 5)?),
             request_timeout: Duration::from_secs(vars.parsed("REQUEST_TIMEOUT_SECS", 30)?),
-            max_body_bytes: vars.parsed("MAX_BODY_BYTES", 1024 * 1024)?,
-        })
+            max_body_bytes: vars.parsed("MAX_BODY_BYTES", 16 * 1024 * 1024)?,
+            delivery_concurrency: vars.parsed("DELIVERY_CONCURRENCY", 64)?,
+            delivery_timeout: Duration::from_millis(vars.parsed("DELIVERY_TIMEOUT_MS", 10_000)?),
+            retry_schedule: vars.parsed("DELIVERY_RETRY_SCHEDULE", RetrySchedule::default())?,
+            delivery_lease: Duration::from_secs(vars.parsed("DELIVERY_LEASE_SECS", 60)?),
+            delivery_poll: Duration::from_millis(vars.parsed("DELIVERY_POLL_MS", 1_000)?),
+            shutdown_grace: Duration::from_secs(vars.parsed("SHUTDOWN_GRACE_SECS", 20)?),
+        }
+        .validated()
+    }
+
+    /// Rules between variables.
+    fn validated(self) -> Result<Self, ConfigError> {
+        let invalid = |name: &'static str, value: String, reason: &str| ConfigError {
+            name,
+            value,
+            reason: reason.to_owned(),
+        };
+        if self.delivery_concurrency == 0 {
+            return Err(invalid(
+                "DELIVERY_CONCURRENCY",
+                "0".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if self.delivery_timeout.is_zero() {
+            return Err(invalid(
+                "DELIVERY_TIMEOUT_MS",
+                "0".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if self.delivery_lease <= self.delivery_timeout + Duration::from_secs(1) {
+            return Err(invalid(
+                "DELIVERY_LEASE_SECS",
+                self.delivery_lease.as_secs().to_string(),
+                "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow attempt could be sent twice",
+            ));
+        }
+        if self.delivery_poll.is_zero() {
+            return Err(invalid(
+                "DELIVERY_POLL_MS",
+                "0".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -196,6 +254,10 @@ mod tests {
         assert!(err.to_string().contains("CALLBACK_BLOCKED_PORTS"), "{err}");
         let err = super::tests::config(&[("TIME_ZONE", "Mars/Base")]).unwrap_err();
         assert!(err.to_string().contains("TIME_ZONE"), "{err}");
+        let err = super::tests::config(&[("DELIVERY_RETRY_SCHEDULE", "5s,soon")]).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_RETRY_SCHEDULE"), "{err}");
+        let err = super::tests::config(&[("DELIVERY_TIMEOUT_MS", "60000")]).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_LEASE_SECS"), "{err}");
     }
 
     #[test]

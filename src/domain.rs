@@ -314,6 +314,163 @@ pub struct Member {
     pub updated_at: EpochMillis,
 }
 
+/// The publisher-chosen (or generated) id of an event: 1–128 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for EventId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(InvalidId::Blank);
+        }
+        if s.chars().count() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(InvalidId::BadCharacter {
+                allowed: "printable characters",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Project id under which global (all-project) callbacks are stored, as in bk-ci.
+pub const ALL_PROJECTS: &str = "DEVOPS_ALL_PROJECT";
+
+impl CallbackEvent {
+    /// PROJECT_* events also go to the global callbacks.
+    pub fn is_project_event(self) -> bool {
+        self.as_str().starts_with("PROJECT_")
+    }
+}
+
+/// An event accepted for delivery; `body` is the exact JSON every matching callback receives.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub project_id: ProjectId,
+    pub event_id: EventId,
+    pub event: CallbackEvent,
+    pub body: String,
+}
+
+/// What the intake answers for one event (the original answer when the event id was seen before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub event_id: EventId,
+    pub deliveries: u32,
+}
+
+string_enum! {
+    /// Where a delivery stands.
+    pub enum DeliveryStatus {
+        Pending => "PENDING",
+        Success => "SUCCESS",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
+    }
+}
+
+string_enum! {
+    /// The outcome of one attempt, as history shows it.
+    pub enum AttemptStatus {
+        Success => "SUCCESS",
+        Failed => "FAILED",
+    }
+}
+
+/// A leased delivery with what is needed to send it. `callback` is `None` when the callback
+/// was deleted or disabled after the event was accepted.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub claim_token: String,
+    /// Attempts already made before this one.
+    pub attempts: u32,
+    pub callback_id: CallbackId,
+    pub event: CallbackEvent,
+    pub body: String,
+    pub target: Option<DeliveryTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryTarget {
+    pub project_id: ProjectId,
+    pub url: String,
+    pub secret_token: Option<String>,
+}
+
+/// One request header as history keeps it (secrets masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
+}
+
+/// One attempt, as recorded in history.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery_id: Option<i64>,
+    pub callback_id: CallbackId,
+    pub project_id: ProjectId,
+    pub url: String,
+    pub event: CallbackEvent,
+    pub status: AttemptStatus,
+    pub attempt: u32,
+    pub error_msg: Option<String>,
+    pub request_headers: Vec<HeaderPair>,
+    pub request_body: String,
+    pub response_code: Option<u16>,
+    pub response_body: Option<String>,
+    pub start_time: EpochMillis,
+    pub end_time: EpochMillis,
+}
+
+/// What a worker writes back for a claimed delivery: its new state and the attempt, if one was made.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub delivery_id: i64,
+    pub claim_token: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: EpochMillis,
+    pub last_error: Option<String>,
+    pub attempt: Option<Attempt>,
+}
+
+/// A stored attempt with its id and creation time.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub created_at: EpochMillis,
+    pub attempt: Attempt,
+}
+
+/// Filters of the history API; the window is inclusive, in epoch ms.
+#[derive(Debug, Clone)]
+pub struct HistoryFilter {
+    pub url: Option<String>,
+    pub event: Option<CallbackEvent>,
+    pub from: EpochMillis,
+    pub to: EpochMillis,
+}
+
 /// A validated page request: `page` ≥ 1, `page_size` in 1..=MAX_PAGE_SIZE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {

@@ -15,12 +15,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use http::app;
 
 use auth::Authority;
 use config::Config;
+use delivery::sender::Sender;
 use delivery::ssrf::SsrfGuard;
+use delivery::worker::Workers;
 use domain::CallbackUrl;
 use error::{AppError, Result};
 use store::Store;
@@ -32,6 +36,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub authority: Arc<Authority>,
     pub ssrf: Arc<SsrfGuard>,
+    /// Rung after an intake commits, so idle workers start at once instead of on the next poll.
+    pub wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -41,6 +47,7 @@ impl AppState {
             ssrf: Arc::new(SsrfGuard::new(config.allowed_cidrs.clone())),
             config: Arc::new(config),
             store,
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -58,16 +65,37 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves the API on `listener` and runs the delivery workers until `shutdown` resolves; then
+/// stops taking requests and claims, and lets requests and attempts in flight finish.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stop = CancellationToken::new();
+    let sender = Sender::new(state.config.delivery_timeout, state.ssrf.clone());
+    let workers = Workers::new(
+        &state.config,
+        state.store.clone(),
+        sender,
+        state.wake.clone(),
+    );
+    let delivering = tokio::spawn(workers.run(stop.clone()));
+    let stopping = stop.clone();
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => stopping.cancel(),
+                () = stopping.cancelled() => {}
+            }
+        })
+        .await;
+    stop.cancel();
+    if let Err(e) = delivering.await {
+        tracing::error!(error = %e, "the delivery workers failed");
+    }
+    served
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use devops_callbacks::config::Config;
-use devops_callbacks::domain::{MemberRole, ProjectId, UserId};
+use devops_callbacks::delivery::intake;
+use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
 use devops_callbacks::{AppState, store, telemetry};
 
 #[derive(Parser)]
@@ -29,6 +30,11 @@ enum Command {
     Members {
         #[command(subcommand)]
         action: MembersAction,
+    },
+    /// Publish events for delivery.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
     },
     /// Exit 0 if the service at LISTEN_ADDR (or --url) answers /healthz, else 1.
     Healthcheck {
@@ -60,6 +66,23 @@ enum MembersAction {
     List {
         #[arg(long)]
         project: ProjectId,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// Accept one event: store it and one delivery per enabled matching callback.
+    Publish {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        event: CallbackEvent,
+        /// The event's `data`, as JSON.
+        #[arg(long)]
+        data: String,
+        /// Idempotency key; a repeated id in the project is accepted once.
+        #[arg(long)]
+        event_id: Option<String>,
     },
 }
 
@@ -126,6 +149,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+        Command::Events {
+            action:
+                EventsAction::Publish {
+                    project,
+                    event,
+                    data,
+                    event_id,
+                },
+        } => {
+            let data: Box<serde_json::value::RawValue> =
+                serde_json::from_str(&data).context("--data must be JSON")?;
+            let event = intake::accept(project, event, &data, event_id.as_deref())?;
+            let store = store::open(&config).await.context("opening the database")?;
+            // A server on PostgreSQL is woken by the commit; on SQLite its poll finds the event.
+            let wake = tokio::sync::Notify::new();
+            let published = intake::publish(&store, &wake, vec![event]).await?;
+            println!("{}", serde_json::to_string(&published[0])?);
         }
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {

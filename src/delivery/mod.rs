@@ -1,3 +1,14 @@
-//! Getting events to callback URLs. For now: the SSRF guard that registration shares with delivery.
+//! Getting events to callback URLs.
+//!
+//! - `intake`: an accepted event and its deliveries are committed in one transaction (the
+//!   deliveries table is the outbox), then the workers are woken.
+//! - `worker`: leases due deliveries, sends them outside any transaction, records every attempt.
+//! - `sender`: the HTTP request, its headers and signature, and the connect-time SSRF check.
+//! - `retry`: the schedule of later attempts.
+//! - `ssrf`: which addresses callbacks may reach.
 
+pub mod intake;
+pub mod retry;
+pub mod sender;
 pub mod ssrf;
+pub mod worker;

@@ -54,16 +54,22 @@ impl SsrfGuard {
         }
     }
 
+    /// Refuses the names of metadata and cluster-internal services.
+    pub fn check_host_name(&self, name: &str) -> Result<(), Blocked> {
+        let normalized = name.trim_end_matches('.').to_ascii_lowercase();
+        if BLOCKED_HOST_NAMES.contains(&normalized.as_str()) {
+            return Err(Blocked::HostName(name.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Checks a URL's host: the literal address, or every address its name resolves to.
     pub async fn check_url(&self, url: &CallbackUrl) -> Result<(), Blocked> {
         match url.host() {
             Host::Ipv4(ip) => self.check_ip(IpAddr::V4(ip)),
             Host::Ipv6(ip) => self.check_ip(IpAddr::V6(ip)),
             Host::Domain(name) => {
-                let normalized = name.trim_end_matches('.').to_ascii_lowercase();
-                if BLOCKED_HOST_NAMES.contains(&normalized.as_str()) {
-                    return Err(Blocked::HostName(name.to_owned()));
-                }
+                self.check_host_name(name)?;
                 let unresolvable = || Blocked::Unresolvable(name.to_owned());
                 let addrs = tokio::time::timeout(
                     RESOLVE_TIMEOUT,

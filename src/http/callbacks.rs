@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, PageRequest, ProjectId,
-    Region, UserId,
+    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::Envelope;
 use crate::http::extract::{Caller, ProjectScope, Query};
+use crate::http::paging::PageParams;
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
@@ -66,36 +66,6 @@ async fn create(
         })
         .await?;
     Ok(Envelope::ok(true))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PageParams {
-    page: Option<u32>,
-    page_size: Option<u32>,
-}
-
-impl PageParams {
-    /// `page` ≥ 1 and `pageSize` ≥ 1; a `pageSize` above the maximum is capped, as bk-ci does.
-    pub fn validate(&self) -> Result<PageRequest> {
-        let page = self.page.unwrap_or(1);
-        let page_size = self.page_size.unwrap_or(PageRequest::DEFAULT_PAGE_SIZE);
-        if page == 0 {
-            return Err(AppError::BadRequest(
-                "query parameter page must be at least 1".to_owned(),
-            ));
-        }
-        if page_size == 0 {
-            return Err(AppError::BadRequest(format!(
-                "query parameter pageSize must be between 1 and {}",
-                PageRequest::MAX_PAGE_SIZE
-            )));
-        }
-        Ok(PageRequest {
-            page,
-            page_size: page_size.min(PageRequest::MAX_PAGE_SIZE),
-        })
-    }
 }
 
 /// A callback as the API shows it; the token itself never leaves the service.

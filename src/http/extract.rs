@@ -1,7 +1,8 @@
 //! Extractors. Each rejects with `AppError`, so malformed input still gets the envelope.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -25,6 +26,21 @@ impl From<QueryRejection> for AppError {
             "invalid query parameter: {}",
             rejection.body_text()
         ))
+    }
+}
+
+/// `axum::Json` with envelope rejections: 413 for an oversized body, 400 naming the field.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct Json<T>(pub T);
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::BadRequest(format!("invalid JSON body: {}", rejection.body_text()))
+        }
     }
 }
 

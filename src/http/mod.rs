@@ -2,16 +2,19 @@
 
 mod callbacks;
 pub mod envelope;
+mod events;
 pub mod extract;
 mod health;
+mod history;
 mod members;
+mod paging;
 
 use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +32,8 @@ pub fn app(state: AppState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let routes = Router::new()
         .merge(callbacks::router())
+        .merge(events::router())
+        .merge(history::router())
         .merge(members::router())
         .merge(health::router())
         .with_state(state);
@@ -50,7 +55,8 @@ fn with_edges(routes: Router, timeout: Duration, max_body_bytes: usize) -> Route
             .layer(middleware::from_fn(envelope_and_log))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
-            .layer(RequestBodyLimitLayer::new(max_body_bytes)),
+            .layer(RequestBodyLimitLayer::new(max_body_bytes))
+            .layer(DefaultBodyLimit::max(max_body_bytes)),
     )
 }
 

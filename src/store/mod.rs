@@ -13,8 +13,12 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::Config;
+use tokio::sync::Notify;
+
 use crate::domain::{
-    Callback, CallbackId, Member, MemberRole, NewCallback, PageRequest, ProjectId, UserId,
+    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, EpochMillis, HistoryEntry,
+    HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId, Published,
+    UserId,
 };
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -58,6 +62,39 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, project: &ProjectId, user: &UserId) -> StoreResult<bool>;
 
     async fn list_members(&self, project: &ProjectId) -> StoreResult<Vec<Member>>;
+
+    /// In one transaction: stores the events (skipping event ids already seen in their project)
+    /// and one PENDING delivery per enabled matching callback. Answers in input order, with the
+    /// original answer for repeated event ids.
+    async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;
+
+    /// Leases up to `limit` due deliveries until `lease_until`. Rows leased by someone else
+    /// and not yet expired are skipped, so concurrent workers never share a delivery.
+    async fn claim_due(
+        &self,
+        now: EpochMillis,
+        lease_until: EpochMillis,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// When the earliest unleased pending delivery falls due.
+    async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>>;
+
+    /// Writes attempts to history and the deliveries' new states, in one transaction. A
+    /// delivery whose lease was lost meanwhile keeps the state its new holder gives it.
+    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+
+    /// The total count and one page of a project's attempts in the window, newest first.
+    async fn list_history(
+        &self,
+        project: &ProjectId,
+        filter: &HistoryFilter,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
+
+    /// Wakes `wake` whenever another process commits new deliveries; runs until the process
+    /// ends. Backends without cross-process notifications return at once (the poll covers them).
+    async fn watch_new_deliveries(&self, wake: Arc<Notify>);
 }
 
 /// Opens the database named by `DATABASE_URL` (creating a SQLite file if needed) and migrates it.

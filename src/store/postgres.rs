@@ -1,10 +1,14 @@
 //! PostgreSQL, the production store.
 
+use std::convert::Infallible;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::shared::impl_store;
 
@@ -12,8 +16,15 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// The LISTEN/NOTIFY channel on which intake announces new deliveries.
+const WAKE_CHANNEL: &str = "devops_callbacks_deliveries";
+
 impl PgStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+    const JSON_ROWS: &str = "jsonb_array_elements(CAST($1 AS jsonb))";
+    const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
+    /// Delivered to listeners when the intake transaction commits, not before.
+    const WAKE_SQL: Option<&str> = Some("SELECT pg_notify('devops_callbacks_deliveries', '')");
 
     /// Connects without migrating. Sessions left "idle in transaction" (a cancelled request
     /// future, launchbadge/sqlx#4393) are ended by the server after 30 s instead of holding locks.
@@ -26,6 +37,24 @@ impl PgStore {
             .connect_with(options)
             .await?;
         Ok(Self { pool })
+    }
+
+    /// LISTENs on the wake channel, reconnecting after failures, for as long as the process runs.
+    async fn watch(&self, wake: Arc<Notify>) {
+        loop {
+            let Err(error) = self.listen(&wake).await;
+            tracing::warn!(%error, "LISTEN for new deliveries failed; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn listen(&self, wake: &Notify) -> Result<Infallible, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        loop {
+            listener.recv().await?;
+            wake.notify_one();
+        }
     }
 }
 

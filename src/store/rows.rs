@@ -1,6 +1,6 @@
 //! Row shapes shared by both backends and their conversion into domain types.
 
-use crate::domain::{Callback, Member};
+use crate::domain::{Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member};
 
 /// Columns of `callbacks` as the list query returns them.
 pub const CALLBACK_COLUMNS: &str = "id, project_id, url, event, region, enabled, \
@@ -76,6 +76,98 @@ impl TryFrom<MemberRow> for Member {
             role: decode("role", &row.role)?,
             created_at: row.created_at,
             updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A leased delivery joined with its event and (if still there) its callback.
+#[derive(sqlx::FromRow)]
+pub struct ClaimRow {
+    id: i64,
+    attempts: i32,
+    callback_id: i64,
+    event: String,
+    body: String,
+    callback_project: Option<String>,
+    url: Option<String>,
+    secret_token: Option<String>,
+    enabled: Option<bool>,
+}
+
+impl ClaimRow {
+    pub fn into_claimed(self, claim_token: &str) -> Result<ClaimedDelivery, sqlx::Error> {
+        let target = match (self.enabled, self.callback_project, self.url) {
+            (Some(true), Some(project), Some(url)) => Some(DeliveryTarget {
+                project_id: decode("project_id", &project)?,
+                url,
+                secret_token: self.secret_token,
+            }),
+            _ => None,
+        };
+        Ok(ClaimedDelivery {
+            id: self.id,
+            claim_token: claim_token.to_owned(),
+            attempts: self.attempts.unsigned_abs(),
+            callback_id: self.callback_id,
+            event: decode("event", &self.event)?,
+            body: self.body,
+            target,
+        })
+    }
+}
+
+pub const HISTORY_COLUMNS: &str = "id, delivery_id, callback_id, project_id, url, event, status, \
+     attempt, error_msg, request_headers, request_body, response_code, response_body, start_time, \
+     end_time, created_at";
+
+#[derive(sqlx::FromRow)]
+pub struct HistoryRow {
+    id: i64,
+    delivery_id: Option<i64>,
+    callback_id: i64,
+    project_id: String,
+    url: String,
+    event: String,
+    status: String,
+    attempt: i32,
+    error_msg: Option<String>,
+    request_headers: String,
+    request_body: String,
+    response_code: Option<i32>,
+    response_body: Option<String>,
+    start_time: i64,
+    end_time: i64,
+    created_at: i64,
+}
+
+impl TryFrom<HistoryRow> for HistoryEntry {
+    type Error = sqlx::Error;
+
+    fn try_from(row: HistoryRow) -> Result<Self, Self::Error> {
+        let request_headers =
+            serde_json::from_str(&row.request_headers).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "request_headers".to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
+            id: row.id,
+            created_at: row.created_at,
+            attempt: Attempt {
+                delivery_id: row.delivery_id,
+                callback_id: row.callback_id,
+                project_id: decode("project_id", &row.project_id)?,
+                url: row.url,
+                event: decode("event", &row.event)?,
+                status: decode("status", &row.status)?,
+                attempt: row.attempt.unsigned_abs(),
+                error_msg: row.error_msg,
+                request_headers,
+                request_body: row.request_body,
+                response_code: row.response_code.and_then(|code| u16::try_from(code).ok()),
+                response_body: row.response_body,
+                start_time: row.start_time,
+                end_time: row.end_time,
+            },
         })
     }
 }

@@ -1,7 +1,12 @@
 //! The queries both backends share. PostgreSQL and SQLite accept the same SQL here (`$n`
 //! parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`, epoch-millisecond integers), so the
 //! `Store` implementation is written once and instantiated per backend by `impl_store!`.
-//! Each backend supplies `self.pool` and `Self::MIGRATOR`.
+//!
+//! Each backend supplies `self.pool`, `Self::MIGRATOR`, `self.watch(wake)` and two fragments:
+//! - `Self::JSON_ROWS`: a table function over the JSON array bound as `$1`, one row per element
+//!   in a column `value` (bulk statements bind one JSON array instead of N parameters);
+//! - `Self::SKIP_LOCKED`: the row-locking clause that lets concurrent claimers pass each other;
+//! - `Self::WAKE_SQL`: a statement run in the intake transaction to wake other processes.
 
 macro_rules! impl_store {
     ($store:ty) => {
@@ -153,8 +158,335 @@ macro_rules! impl_store {
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
+
+            async fn publish(
+                &self,
+                events: &[$crate::domain::NewEvent],
+            ) -> $crate::store::StoreResult<Vec<$crate::domain::Published>> {
+                $crate::store::shared::publish!(self, events)
+            }
+
+            async fn claim_due(
+                &self,
+                now: $crate::domain::EpochMillis,
+                lease_until: $crate::domain::EpochMillis,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::domain::ClaimedDelivery>> {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let claimed = sqlx::query(&format!(
+                    "WITH due AS (SELECT id FROM deliveries \
+                         WHERE status = 'PENDING' AND next_attempt_at <= $1 \
+                           AND (lease_until IS NULL OR lease_until <= $1) \
+                         ORDER BY next_attempt_at LIMIT $2 {}) \
+                     UPDATE deliveries SET lease_until = $3, claim_token = $4 \
+                     WHERE id IN (SELECT id FROM due)",
+                    Self::SKIP_LOCKED
+                ))
+                .bind(now)
+                .bind(i64::from(limit))
+                .bind(lease_until)
+                .bind(&token)
+                .execute(&self.pool)
+                .await?;
+                if claimed.rows_affected() == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<$crate::store::rows::ClaimRow> = sqlx::query_as(
+                    "SELECT d.id, d.attempts, d.callback_id, e.event, e.body, \
+                         cb.project_id AS callback_project, cb.url, cb.secret_token, cb.enabled \
+                     FROM deliveries d JOIN events e ON e.id = d.event_pk \
+                     LEFT JOIN callbacks cb ON cb.id = d.callback_id \
+                     WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
+                )
+                .bind(&token)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(|row| row.into_claimed(&token)).collect()
+            }
+
+            async fn next_due_at(
+                &self,
+            ) -> $crate::store::StoreResult<Option<$crate::domain::EpochMillis>> {
+                sqlx::query_scalar(
+                    "SELECT MIN(next_attempt_at) FROM deliveries \
+                     WHERE status = 'PENDING' AND lease_until IS NULL",
+                )
+                .fetch_one(&self.pool)
+                .await
+            }
+
+            async fn record_outcomes(
+                &self,
+                outcomes: &[$crate::domain::DeliveryOutcome],
+            ) -> $crate::store::StoreResult<()> {
+                if outcomes.is_empty() {
+                    return Ok(());
+                }
+                let now = $crate::domain::now_millis();
+                let attempts = $crate::store::shared::attempt_rows(outcomes);
+                let states = $crate::store::shared::state_rows(outcomes);
+                let mut tx = self.pool.begin().await?;
+                if attempts != "[]" {
+                    sqlx::query(&format!(
+                        "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
+                             event, status, attempt, error_msg, request_headers, request_body, \
+                             response_code, response_body, start_time, end_time, created_at) \
+                         SELECT CAST(value->>'delivery_id' AS BIGINT), CAST(value->>'callback_id' AS BIGINT), \
+                             value->>'project_id', value->>'url', value->>'event', value->>'status', \
+                             CAST(value->>'attempt' AS INTEGER), value->>'error_msg', \
+                             value->>'request_headers', value->>'request_body', \
+                             CAST(value->>'response_code' AS INTEGER), value->>'response_body', \
+                             CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2 \
+                         FROM {}",
+                        Self::JSON_ROWS
+                    ))
+                    .bind(attempts)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(&format!(
+                    "UPDATE deliveries SET status = j.status, attempts = j.attempts, \
+                         next_attempt_at = j.next_attempt_at, last_error = j.last_error, \
+                         lease_until = NULL, claim_token = NULL, updated_at = $2 \
+                     FROM (SELECT CAST(value->>'id' AS BIGINT) AS id, value->>'token' AS token, \
+                             value->>'status' AS status, CAST(value->>'attempts' AS INTEGER) AS attempts, \
+                             CAST(value->>'next_attempt_at' AS BIGINT) AS next_attempt_at, \
+                             value->>'last_error' AS last_error \
+                           FROM {}) AS j \
+                     WHERE deliveries.id = j.id AND deliveries.claim_token = j.token",
+                    Self::JSON_ROWS
+                ))
+                .bind(states)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn list_history(
+                &self,
+                project: &$crate::domain::ProjectId,
+                filter: &$crate::domain::HistoryFilter,
+                page: $crate::domain::PageRequest,
+            ) -> $crate::store::StoreResult<(u64, Vec<$crate::domain::HistoryEntry>)> {
+                const WHERE: &str = "WHERE project_id = $1 AND created_at >= $2 AND created_at <= $3 \
+                     AND (CAST($4 AS TEXT) IS NULL OR url = $4) \
+                     AND (CAST($5 AS TEXT) IS NULL OR event = $5)";
+                let event = filter.event.map(|e| e.as_str());
+                let count: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM callback_history {WHERE}"
+                ))
+                .bind(project.as_str())
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(filter.url.as_deref())
+                .bind(event)
+                .fetch_one(&self.pool)
+                .await?;
+                let rows: Vec<$crate::store::rows::HistoryRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM callback_history {WHERE} \
+                     ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7",
+                    $crate::store::rows::HISTORY_COLUMNS
+                ))
+                .bind(project.as_str())
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(filter.url.as_deref())
+                .bind(event)
+                .bind(page.limit())
+                .bind(page.offset())
+                .fetch_all(&self.pool)
+                .await?;
+                let records = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?;
+                Ok((count.unsigned_abs(), records))
+            }
+
+            async fn watch_new_deliveries(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+                self.watch(wake).await
+            }
         }
     };
 }
 
-pub(crate) use impl_store;
+/// The intake transaction (see `Store::publish`), shared by both backends.
+macro_rules! publish {
+    ($self:ident, $events:ident) => {{
+        use std::collections::HashMap;
+        use $crate::domain::{ALL_PROJECTS, Published};
+
+        let now = $crate::domain::now_millis();
+        let mut tx = $self.pool.begin().await?;
+
+        // Enabled callbacks of the events' projects (and the global ones for PROJECT_* events).
+        let mut projects: Vec<&str> = $events.iter().map(|e| e.project_id.as_str()).collect();
+        if $events.iter().any(|e| e.event.is_project_event()) {
+            projects.push(ALL_PROJECTS);
+        }
+        projects.sort_unstable();
+        projects.dedup();
+        let project_rows = serde_json::Value::from(
+            projects.iter().map(|p| serde_json::json!({ "p": p })).collect::<Vec<_>>(),
+        )
+        .to_string();
+        let callbacks: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+            "SELECT id, project_id, event FROM callbacks \
+             WHERE enabled AND project_id IN (SELECT value->>'p' FROM {})",
+            Self::JSON_ROWS
+        ))
+        .bind(project_rows)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_target: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
+        for (id, project, event) in &callbacks {
+            by_target.entry((project.as_str(), event.as_str())).or_default().push(*id);
+        }
+        let targets = |event: &$crate::domain::NewEvent| -> Vec<i64> {
+            let name = event.event.as_str();
+            let mut ids = by_target.get(&(event.project_id.as_str(), name)).cloned().unwrap_or_default();
+            if event.event.is_project_event() && event.project_id.as_str() != ALL_PROJECTS {
+                ids.extend(by_target.get(&(ALL_PROJECTS, name)).into_iter().flatten());
+            }
+            ids
+        };
+
+        let event_rows = serde_json::Value::from(
+            $events
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "p": e.project_id.as_str(),
+                        "i": e.event_id.as_str(),
+                        "e": e.event.as_str(),
+                        "b": e.body,
+                        "n": targets(e).len(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        // `WHERE TRUE` keeps SQLite from reading ON CONFLICT as a join constraint.
+        let inserted: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+            "INSERT INTO events (project_id, event_id, event, body, deliveries, created_at) \
+             SELECT value->>'p', value->>'i', value->>'e', value->>'b', CAST(value->>'n' AS INTEGER), $2 \
+             FROM {} WHERE TRUE \
+             ON CONFLICT (project_id, event_id) DO NOTHING \
+             RETURNING id, project_id, event_id",
+            Self::JSON_ROWS
+        ))
+        .bind(event_rows)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut answers: HashMap<(String, String), u32> = HashMap::new();
+        let mut delivery_rows = Vec::new();
+        for (pk, project, event_id) in inserted {
+            let event = $events
+                .iter()
+                .find(|e| e.project_id.as_str() == project && e.event_id.as_str() == event_id)
+                .expect("RETURNING gives back rows of this batch");
+            let ids = targets(event);
+            answers.insert((project, event_id), u32::try_from(ids.len()).unwrap_or(u32::MAX));
+            delivery_rows.extend(ids.into_iter().map(|id| serde_json::json!({ "v": pk, "c": id })));
+        }
+        if !delivery_rows.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO deliveries (event_pk, callback_id, status, attempts, next_attempt_at, \
+                 created_at, updated_at) \
+                 SELECT CAST(value->>'v' AS BIGINT), CAST(value->>'c' AS BIGINT), 'PENDING', 0, $2, $2, $2 \
+                 FROM {}",
+                Self::JSON_ROWS
+            ))
+            .bind(serde_json::Value::from(delivery_rows).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(wake) = Self::WAKE_SQL {
+                sqlx::query(wake).execute(&mut *tx).await?;
+            }
+        }
+
+        // Event ids seen before (or twice in this batch): answer what was answered then.
+        let repeated: Vec<serde_json::Value> = $events
+            .iter()
+            .filter(|e| !answers.contains_key(&(e.project_id.as_str().to_owned(), e.event_id.as_str().to_owned())))
+            .map(|e| serde_json::json!({ "p": e.project_id.as_str(), "i": e.event_id.as_str() }))
+            .collect();
+        if !repeated.is_empty() {
+            let earlier: Vec<(String, String, i32)> = sqlx::query_as(&format!(
+                "SELECT e.project_id, e.event_id, e.deliveries FROM events e \
+                 JOIN {} AS j ON e.project_id = j.value->>'p' AND e.event_id = j.value->>'i'",
+                Self::JSON_ROWS
+            ))
+            .bind(serde_json::Value::from(repeated).to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            for (project, event_id, deliveries) in earlier {
+                answers.insert((project, event_id), deliveries.unsigned_abs());
+            }
+        }
+        tx.commit().await?;
+
+        $events
+            .iter()
+            .map(|e| {
+                let key = (e.project_id.as_str().to_owned(), e.event_id.as_str().to_owned());
+                let deliveries = answers.get(&key).copied().ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("event {} vanished during intake", e.event_id.as_str()))
+                })?;
+                Ok(Published { event_id: e.event_id.clone(), deliveries })
+            })
+            .collect()
+    }};
+}
+
+/// History rows of the outcomes that made an attempt, as one JSON array.
+pub fn attempt_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .filter_map(|o| o.attempt.as_ref())
+        .map(|a| {
+            serde_json::json!({
+                "delivery_id": a.delivery_id,
+                "callback_id": a.callback_id,
+                "project_id": a.project_id.as_str(),
+                "url": a.url,
+                "event": a.event.as_str(),
+                "status": a.status.as_str(),
+                "attempt": a.attempt,
+                "error_msg": a.error_msg,
+                "request_headers": serde_json::to_string(&a.request_headers).expect("headers serialize"),
+                "request_body": a.request_body,
+                "response_code": a.response_code,
+                "response_body": a.response_body,
+                "start_time": a.start_time,
+                "end_time": a.end_time,
+            })
+        })
+        .collect();
+    serde_json::Value::from(rows).to_string()
+}
+
+/// The deliveries' new states, as one JSON array.
+pub fn state_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "id": o.delivery_id,
+                "token": o.claim_token,
+                "status": o.status.as_str(),
+                "attempts": o.attempts,
+                "next_attempt_at": o.next_attempt_at,
+                "last_error": o.last_error,
+            })
+        })
+        .collect();
+    serde_json::Value::from(rows).to_string()
+}
+
+pub(crate) use {impl_store, publish};

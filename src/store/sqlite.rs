@@ -1,7 +1,10 @@
 //! SQLite, the embedded default: one file, created on first start.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -16,6 +19,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+    const JSON_ROWS: &str = "json_each($1)";
+    /// SQLite has one writer at a time, so a claim never races another claim.
+    const SKIP_LOCKED: &str = "";
+    /// Same-process workers are woken directly; other processes (the CLI) rely on the poll.
+    const WAKE_SQL: Option<&str> = None;
 
     /// WAL lets readers run beside the single writer; `busy_timeout` makes writers queue
     /// instead of failing with "database is locked".
@@ -33,6 +41,8 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool })
     }
+
+    async fn watch(&self, _wake: Arc<Notify>) {}
 }
 
 impl_store!(SqliteStore);

@@ -120,16 +120,26 @@ async fn postgres_unavailable_is_a_503_envelope_and_recovers() {
     let (admin_url, name) = db.pg().clone();
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
     let away = format!("{name}_away");
-    // Renaming needs the database idle: cut the service's pooled connections first.
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&name)
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {away}"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    // Renaming needs the database idle: cut the service's connections (its workers reconnect
+    // within a second, so try until the rename wins the race).
+    let mut renamed = false;
+    for _ in 0..50 {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .execute(&admin)
+            .await
+            .unwrap();
+        if sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {away}"))
+            .execute(&admin)
+            .await
+            .is_ok()
+        {
+            renamed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(renamed, "could not take the database away");
 
     let answer = server.list("demo", "alice", "").await;
     assert_error(&answer, 503, 503, &["database unavailable"]);

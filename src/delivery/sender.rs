@@ -1,0 +1,268 @@
+//! The HTTP side of a delivery: the request headers (with Standard Webhooks signatures), one
+//! pooled client that never follows redirects, and the SSRF guard applied to the address that
+//! is actually dialled.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+
+use crate::delivery::ssrf::{Blocked, SsrfGuard};
+use crate::domain::HeaderPair;
+
+pub const USER_AGENT: &str = concat!("devops-callbacks/", env!("CARGO_PKG_VERSION"));
+pub const TOKEN_HEADER: &str = "X-DEVOPS-WEBHOOK-TOKEN";
+const MASK: &str = "******";
+
+/// How much of a receiver's answer history keeps.
+pub const MAX_RESPONSE_BODY: usize = 16 * 1024;
+
+/// The headers of one attempt. `unique_id` is stable across retries of a delivery; the trace id
+/// and the signature timestamp are new for every attempt.
+pub fn delivery_headers(
+    unique_id: &str,
+    token: Option<&str>,
+    body: &str,
+    unix_seconds: i64,
+) -> Vec<HeaderPair> {
+    let header = |name: &str, value: String| HeaderPair {
+        name: name.to_owned(),
+        value,
+    };
+    let mut headers = vec![
+        header("Content-Type", "application/json; charset=utf-8".to_owned()),
+        header(TOKEN_HEADER, token.unwrap_or("NONE").to_owned()),
+        header("X-DEVOPS-WEBHOOK-UNIQUE-ID", unique_id.to_owned()),
+        header(
+            "X-DEVOPS-TRACE-BIZ-ID",
+            format!("bizId-{}", uuid::Uuid::new_v4()),
+        ),
+        header("User-Agent", USER_AGENT.to_owned()),
+    ];
+    if let Some(token) = token {
+        headers.push(header("webhook-id", unique_id.to_owned()));
+        headers.push(header("webhook-timestamp", unix_seconds.to_string()));
+        headers.push(header(
+            "webhook-signature",
+            sign(token, unique_id, unix_seconds, body),
+        ));
+    }
+    headers
+}
+
+/// The headers as history stores them: the token replaced by asterisks.
+pub fn masked(headers: &[HeaderPair]) -> Vec<HeaderPair> {
+    headers
+        .iter()
+        .map(|h| HeaderPair {
+            name: h.name.clone(),
+            value: if h.name == TOKEN_HEADER && h.value != "NONE" {
+                MASK.to_owned()
+            } else {
+                h.value.clone()
+            },
+        })
+        .collect()
+}
+
+/// Standard Webhooks: `v1,` + base64(HMAC-SHA256(key, "id.timestamp.body")). The key is the
+/// base64 part of a `whsec_` token, otherwise the token's UTF-8 bytes.
+pub fn sign(token: &str, id: &str, unix_seconds: i64, body: &str) -> String {
+    let key = token
+        .strip_prefix("whsec_")
+        .and_then(|encoded| BASE64.decode(encoded).ok())
+        .unwrap_or_else(|| token.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+    mac.update(format!("{id}.{unix_seconds}.{body}").as_bytes());
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+/// What a receiver did with one attempt.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    pub response_code: Option<u16>,
+    pub response_body: Option<String>,
+    /// Why the attempt failed: transport error, SSRF refusal or a non-2xx status.
+    pub error: Option<String>,
+}
+
+impl SendResult {
+    pub fn is_success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+pub struct Sender {
+    client: reqwest::Client,
+    guard: Arc<SsrfGuard>,
+}
+
+impl Sender {
+    pub fn new(timeout: Duration, guard: Arc<SsrfGuard>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: guard.clone(),
+            }))
+            .build()
+            .expect("the delivery HTTP client builds");
+        Self { client, guard }
+    }
+
+    /// POSTs `body` with `headers`. Success is a 2xx; a redirect is a failure.
+    pub async fn send(&self, url: &str, headers: &[HeaderPair], body: String) -> SendResult {
+        let failure = |error: String| SendResult {
+            response_code: None,
+            response_body: None,
+            error: Some(error),
+        };
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(e) => return failure(format!("invalid url: {e}")),
+        };
+        // Host names go through the guarded resolver; an address literal is dialled as is.
+        if let Some(ip) = literal_ip(&parsed) {
+            if let Err(blocked) = self.guard.check_ip(ip) {
+                return failure(format!("blocked by the SSRF guard: {blocked}"));
+            }
+        }
+        let mut request = self.client.post(parsed).body(body);
+        for header in headers {
+            request = request.header(&header.name, &header.value);
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return failure(describe(&e)),
+        };
+        let status = response.status();
+        let mut kept = Vec::new();
+        let mut read_error = None;
+        while kept.len() < MAX_RESPONSE_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        kept.truncate(MAX_RESPONSE_BODY);
+        let error = if !status.is_success() {
+            Some(if status.is_redirection() {
+                format!("HTTP {status} (redirects are not followed)")
+            } else {
+                format!("HTTP {status}")
+            })
+        } else {
+            read_error
+        };
+        SendResult {
+            response_code: Some(status.as_u16()),
+            response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
+            error,
+        }
+    }
+}
+
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// The error with its causes, e.g. "error sending request: client error (Connect): tcp connect
+/// error: Connection refused", or the SSRF refusal.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(blocked) = cause.downcast_ref::<Blocked>() {
+            return format!("blocked by the SSRF guard: {blocked}");
+        }
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Resolves host names and keeps only the addresses the SSRF guard allows, so the address the
+/// connection is made to is always one that was checked (no DNS-rebinding window).
+struct GuardedResolver {
+    guard: Arc<SsrfGuard>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            guard.check_host_name(&host)?;
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| match guard.check_ip(addr.ip()) {
+                    Ok(()) => true,
+                    Err(blocked) => {
+                        refused = Some(blocked);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let blocked = refused.unwrap_or(Blocked::Unresolvable(host));
+                return Err(Box::new(blocked) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let signature = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn headers_carry_token_or_none_and_sign_only_with_a_token() {
+        let with = delivery_headers("42", Some("plain"), "{}", 1);
+        let names: Vec<&str> = with.iter().map(|h| h.name.as_str()).collect();
+        assert!(names.contains(&"webhook-signature"));
+        assert_eq!(with[1].value, "plain");
+        assert_eq!(masked(&with)[1].value, MASK);
+
+        let without = delivery_headers("42", None, "{}", 1);
+        assert_eq!(without[1].value, "NONE");
+        assert_eq!(masked(&without)[1].value, "NONE");
+        assert!(!without.iter().any(|h| h.name.starts_with("webhook-")));
+    }
+}
