@@ -130,10 +130,10 @@ impl Sender {
             Err(e) => return failure(format!("invalid url: {e}")),
         };
         // Host names go through the guarded resolver; an address literal is dialled as is.
-        if let Some(ip) = literal_ip(&parsed) {
-            if let Err(blocked) = self.guard.check_ip(ip) {
-                return failure(format!("blocked by the SSRF guard: {blocked}"));
-            }
+        if let Some(ip) = literal_ip(&parsed)
+            && let Err(blocked) = self.guard.check_ip(ip)
+        {
+            return failure(format!("blocked by the SSRF guard: {blocked}"));
         }
         let mut request = self.client.post(parsed).body(body);
         for header in headers {

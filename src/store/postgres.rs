@@ -23,6 +23,7 @@ impl PgStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
     const JSON_ROWS: &str = "jsonb_array_elements(CAST($1 AS jsonb))";
     const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
+    const BEGIN: &str = "BEGIN";
     /// Delivered to listeners when the intake transaction commits, not before.
     const WAKE_SQL: Option<&str> = Some("SELECT pg_notify('devops_callbacks_deliveries', '')");
 

@@ -6,7 +6,8 @@
 //! - `Self::JSON_ROWS`: a table function over the JSON array bound as `$1`, one row per element
 //!   in a column `value` (bulk statements bind one JSON array instead of N parameters);
 //! - `Self::SKIP_LOCKED`: the row-locking clause that lets concurrent claimers pass each other;
-//! - `Self::WAKE_SQL`: a statement run in the intake transaction to wake other processes.
+//! - `Self::WAKE_SQL`: a statement run in the intake transaction to wake other processes;
+//! - `Self::BEGIN`: how a write transaction starts.
 
 macro_rules! impl_store {
     ($store:ty) => {
@@ -225,7 +226,7 @@ macro_rules! impl_store {
                 let now = $crate::domain::now_millis();
                 let attempts = $crate::store::shared::attempt_rows(outcomes);
                 let states = $crate::store::shared::state_rows(outcomes);
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(Self::BEGIN).await?;
                 if attempts != "[]" {
                     sqlx::query(&format!(
                         "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
@@ -319,7 +320,7 @@ macro_rules! publish {
         use $crate::domain::{ALL_PROJECTS, Published};
 
         let now = $crate::domain::now_millis();
-        let mut tx = $self.pool.begin().await?;
+        let mut tx = $self.pool.begin_with(Self::BEGIN).await?;
 
         // Enabled callbacks of the events' projects (and the global ones for PROJECT_* events).
         let mut projects: Vec<&str> = $events.iter().map(|e| e.project_id.as_str()).collect();

@@ -22,6 +22,9 @@ impl SqliteStore {
     const JSON_ROWS: &str = "json_each($1)";
     /// SQLite has one writer at a time, so a claim never races another claim.
     const SKIP_LOCKED: &str = "";
+    /// Take the write lock up front: a transaction that reads first and writes later fails at
+    /// once with SQLITE_BUSY when another writer committed in between, instead of waiting.
+    const BEGIN: &str = "BEGIN IMMEDIATE";
     /// Same-process workers are woken directly; other processes (the CLI) rely on the poll.
     const WAKE_SQL: Option<&str> = None;
 

@@ -216,6 +216,46 @@ impl TestServer {
         envelope_of(response).await
     }
 
+    /// POSTs a raw body to a service route with the service token.
+    pub async fn service_post(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request reaches the server");
+        envelope_of(response).await
+    }
+
+    /// Publishes one event of `project` through the intake API.
+    pub async fn publish(&self, project: &str, body: &str) -> (StatusCode, Value) {
+        self.service_post(
+            &format!("/service/callbacks/projects/{project}/events"),
+            body,
+        )
+        .await
+    }
+
+    /// Registers a callback as the project's admin (who must exist).
+    pub async fn register(
+        &self,
+        project: &str,
+        admin: &str,
+        event: &str,
+        url: &str,
+        token: Option<&str>,
+    ) {
+        let mut query = format!("event={event}&region=IDC&url={}", enc(url));
+        if let Some(token) = token {
+            query.push_str(&format!("&secretToken={}", enc(token)));
+        }
+        let (status, body) = self.create(project, admin, &query).await;
+        assert_eq!(status, StatusCode::OK, "register {url}: {body}");
+    }
+
     /// A call on the v4 resource as `user` (no header when `None`).
     pub async fn v4(
         &self,
@@ -312,6 +352,15 @@ pub fn assert_error(answer: &(StatusCode, Value), http: u16, code: i64, words: &
         assert!(message.contains(word), "message {message:?} lacks {word:?}");
     }
 }
+
+/// Settings for delivery tests: loopback receivers allowed, quick retries and polls.
+pub const DELIVERY_VARS: &[(&str, &str)] = &[
+    ("CALLBACK_ALLOWED_CIDRS", "127.0.0.0/8"),
+    ("DELIVERY_RETRY_SCHEDULE", "300ms,300ms"),
+    ("DELIVERY_POLL_MS", "100"),
+    ("DELIVERY_TIMEOUT_MS", "2000"),
+    ("DELIVERY_LEASE_SECS", "5"),
+];
 
 /// A URL the SSRF guard accepts without a DNS lookup (a public address literal).
 pub fn public_url(path: &str) -> String {

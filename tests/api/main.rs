@@ -3,5 +3,8 @@
 mod callbacks;
 mod cli;
 mod common;
+mod delivery;
 mod edges;
 mod members;
+mod processes;
+mod receiver;

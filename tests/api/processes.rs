@@ -1,0 +1,204 @@
+//! The service as separate processes: killed with SIGKILL mid-delivery and restarted, and two
+//! processes sharing one PostgreSQL. Every event must reach the receiver.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{Backend, SERVICE_TOKEN, TestDb, backend_tests, envelope_of};
+use crate::receiver::{Answer, Receiver};
+
+backend_tests!(a_killed_server_loses_nothing_after_restart);
+
+const EVENTS: usize = 2000;
+
+struct ServerProcess {
+    child: tokio::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    async fn start(
+        db: &TestDb,
+        log_dir: &std::path::Path,
+        name: &str,
+        vars: &[(&str, &str)],
+    ) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let log = log_dir.join(format!("{name}.log"));
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("CALLBACK_ALLOWED_CIDRS", "127.0.0.0/8")
+            .env("RUST_LOG", "devops_callbacks=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start the server binary");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = client.get(format!("{}/readyz", self.base)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "server did not get ready: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    async fn post(&self, path: &str, body: Option<String>) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
+            .request(
+                if body.is_some() {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::PUT
+                },
+                format!("{}{path}", self.base),
+            )
+            .header("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN)
+            .header("X-DEVOPS-UID", "alice");
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let (status, body) = envelope_of(request.send().await.unwrap()).await;
+        assert!(status.is_success(), "{path}: {body}");
+        body
+    }
+
+    /// Makes alice admin of demo and registers one callback to `url`.
+    async fn register(&self, url: &str) {
+        self.post("/op/projects/demo/members/alice?role=admin", None)
+            .await;
+        let query = format!(
+            "event=BUILD_TASK_END&region=IDC&url={}",
+            crate::common::enc(url)
+        );
+        self.post(
+            &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
+            Some(String::new()),
+        )
+        .await;
+    }
+
+    /// Publishes `count` events in batches of 500 and checks every one was accepted.
+    async fn publish(&self, first: usize, count: usize) {
+        for start in (first..first + count).step_by(500) {
+            let end = (start + 500).min(first + count);
+            let batch: Vec<_> = (start..end)
+                .map(|i| json!({"projectId": "demo", "event": "BUILD_TASK_END", "data": {"i": i}, "eventId": format!("e{i}")}))
+                .collect();
+            let body = self
+                .post(
+                    "/service/callbacks/events:batch",
+                    Some(json!(batch).to_string()),
+                )
+                .await;
+            let answers = body["data"].as_array().unwrap();
+            assert_eq!(answers.len(), end - start);
+            assert!(answers.iter().all(|a| a["deliveries"] == 1), "{body}");
+        }
+    }
+}
+
+/// Waits until the receiver has seen every delivery at least once.
+async fn wait_for_all(receiver: &Receiver, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (distinct, duplicates) = receiver.distinct_and_duplicates();
+        if distinct >= EVENTS {
+            return duplicates;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {distinct} of {EVENTS} deliveries arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_killed_server_loses_nothing_after_restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let logs = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // Slow enough that the kill lands mid-delivery.
+    receiver.answer_by_default(Answer::Slow(Duration::from_millis(40)));
+    let vars = [
+        ("DELIVERY_CONCURRENCY", "16"),
+        ("DELIVERY_TIMEOUT_MS", "1000"),
+        ("DELIVERY_LEASE_SECS", "3"),
+        ("DELIVERY_RETRY_SCHEDULE", "200ms"),
+        ("DELIVERY_POLL_MS", "200"),
+    ];
+    let mut first = ServerProcess::start(&db, logs.path(), "first", &vars).await;
+    first.register(&receiver.url("/crash")).await;
+    first.publish(0, EVENTS).await;
+    receiver.wait_for(300, Duration::from_secs(30)).await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    let at_kill = receiver.distinct_and_duplicates().0;
+    assert!(
+        at_kill < EVENTS,
+        "the kill came too late to test anything ({at_kill} delivered)"
+    );
+
+    let second = ServerProcess::start(&db, logs.path(), "second", &vars).await;
+    let duplicates = wait_for_all(&receiver, Duration::from_secs(90)).await;
+    eprintln!(
+        "[{backend:?}] killed after {at_kill} of {EVENTS} deliveries; all {EVENTS} arrived, {duplicates} duplicate(s)"
+    );
+    // In flight at the kill were at most DELIVERY_CONCURRENCY attempts plus an unrecorded batch.
+    assert!(duplicates <= 64, "{duplicates} duplicates");
+    drop(second);
+}
+
+/// Two processes on one PostgreSQL share the work without loss or double sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let logs = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer::Slow(Duration::from_millis(5)));
+    let vars = [("DELIVERY_CONCURRENCY", "16")];
+    let one = ServerProcess::start(&db, logs.path(), "one", &vars).await;
+    let two = ServerProcess::start(&db, logs.path(), "two", &vars).await;
+    one.register(&receiver.url("/shared")).await;
+    let (a, b) = tokio::join!(
+        one.publish(0, EVENTS / 2),
+        two.publish(EVENTS / 2, EVENTS / 2)
+    );
+    let ((), ()) = (a, b);
+    let duplicates = wait_for_all(&receiver, Duration::from_secs(60)).await;
+    eprintln!("two processes delivered all {EVENTS} events with {duplicates} duplicate(s)");
+    assert_eq!(
+        duplicates, 0,
+        "no delivery is sent twice while its lease holds"
+    );
+}

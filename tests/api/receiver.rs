@@ -1,0 +1,154 @@
+//! A real HTTP receiver on 127.0.0.1:0 that records what it is sent and answers as scripted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: std::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+/// How the receiver answers a path.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status(u16),
+    /// A 302 to another path of the receiver.
+    Redirect(String),
+    /// Waits this long, then answers 200 (or is cut off by the sender's timeout).
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct Inner {
+    received: Vec<Received>,
+    scripts: HashMap<String, VecDeque<Answer>>,
+    /// The answer once a path's script is used up (200 when unset).
+    default: Option<Answer>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(receive).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, inner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next answers for `path`, in order; after them, 200.
+    pub fn script(&self, path: &str, answers: Vec<Answer>) {
+        self.inner
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(path.to_owned(), answers.into());
+    }
+
+    /// How every request is answered once its path's script is used up.
+    pub fn answer_by_default(&self, answer: Answer) {
+        self.inner.lock().unwrap().default = Some(answer);
+    }
+
+    /// Distinct `X-DEVOPS-WEBHOOK-UNIQUE-ID`s seen, and how many requests repeated one.
+    pub fn distinct_and_duplicates(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        let mut ids: Vec<&str> = inner
+            .received
+            .iter()
+            .map(|r| r.header("x-devops-webhook-unique-id"))
+            .collect();
+        let total = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        (ids.len(), total - ids.len())
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().received.len()
+    }
+
+    /// Waits until at least `n` requests arrived, failing the test after `limit`.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "receiver got {} requests, expected {n} within {limit:?}",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let answer = {
+        let mut inner = inner.lock().unwrap();
+        inner.received.push(Received {
+            path: path.clone(),
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
+        let scripted = inner.scripts.get_mut(&path).and_then(VecDeque::pop_front);
+        scripted.or_else(|| inner.default.clone())
+    };
+    match answer.unwrap_or(Answer::Status(200)) {
+        Answer::Status(code) => (
+            StatusCode::from_u16(code).unwrap(),
+            format!("answered {code}"),
+        )
+            .into_response(),
+        Answer::Redirect(to) => (StatusCode::FOUND, [("location", to)], "moved").into_response(),
+        Answer::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            "slow ok".into_response()
+        }
+    }
+}
