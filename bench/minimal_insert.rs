@@ -59,8 +59,10 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => 32,
     };
 
+    // The service's pool settings, so the comparison measures the handlers, not the pools.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .connect(&database_url)
         .await
         .context("connecting to DATABASE_URL")?;

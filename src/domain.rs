@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -49,11 +50,29 @@ macro_rules! string_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(deserializer)?;
-                raw.parse().map_err(serde::de::Error::custom)
+                deserializer.deserialize_str(FromStrVisitor::<$name>(std::marker::PhantomData))
             }
         }
     };
+}
+
+/// Deserializes a `FromStr` type from a string without copying it first.
+struct FromStrVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T> serde::de::Visitor<'_> for FromStrVisitor<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<T, E> {
+        value.parse().map_err(E::custom)
+    }
 }
 
 /// A string that is not one of the allowed names.
@@ -126,9 +145,8 @@ pub enum InvalidId {
 }
 
 /// A project's English name: 1–64 of `A-Z a-z 0-9 _ - .`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct ProjectId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProjectId(Arc<str>);
 
 impl ProjectId {
     pub const MAX_LEN: usize = 64;
@@ -156,7 +174,7 @@ impl FromStr for ProjectId {
                 allowed: "letters, digits, '_', '-' and '.'",
             });
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 }
 
@@ -167,9 +185,8 @@ impl fmt::Display for ProjectId {
 }
 
 /// The acting user (`X-DEVOPS-UID`): trimmed, 1–64 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct UserId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(Arc<str>);
 
 impl UserId {
     pub const MAX_LEN: usize = 64;
@@ -195,7 +212,7 @@ impl FromStr for UserId {
                 allowed: "printable characters",
             });
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 }
 
@@ -225,14 +242,15 @@ pub struct CallbackUrl {
 impl CallbackUrl {
     pub const MAX_LEN: usize = 1024;
 
-    pub fn parse(raw: &str, blocked_ports: &[u16]) -> Result<Self, InvalidUrl> {
+    pub fn parse(raw: impl Into<String>, blocked_ports: &[u16]) -> Result<Self, InvalidUrl> {
+        let raw = raw.into();
         if raw.len() > Self::MAX_LEN {
             return Err(InvalidUrl::Malformed(format!(
                 "longer than {} bytes",
                 Self::MAX_LEN
             )));
         }
-        let parsed = url::Url::parse(raw).map_err(|e| InvalidUrl::Malformed(e.to_string()))?;
+        let parsed = url::Url::parse(&raw).map_err(|e| InvalidUrl::Malformed(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(InvalidUrl::Malformed(format!(
                 "scheme `{}` is not http or https",
@@ -246,14 +264,15 @@ impl CallbackUrl {
         if blocked_ports.contains(&port) {
             return Err(InvalidUrl::BlockedPort(port));
         }
-        Ok(Self {
-            raw: raw.to_owned(),
-            parsed,
-        })
+        Ok(Self { raw, parsed })
     }
 
     pub fn as_str(&self) -> &str {
         &self.raw
+    }
+
+    pub fn into_string(self) -> String {
+        self.raw
     }
 
     pub fn host(&self) -> url::Host<&str> {
@@ -264,6 +283,19 @@ impl CallbackUrl {
         self.parsed.port_or_known_default().unwrap_or_default()
     }
 }
+
+/// Identifiers serialize as their text.
+macro_rules! serialize_as_str {
+    ($($name:ty),+) => {$(
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+serialize_as_str!(ProjectId, UserId);
 
 /// The numeric id of a callback registration.
 pub type CallbackId = i64;

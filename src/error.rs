@@ -88,6 +88,17 @@ impl AppError {
     }
 }
 
+/// A database error shared by every request of a coalesced write.
+impl From<std::sync::Arc<sqlx::Error>> for AppError {
+    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
+        if is_unavailable(&error) {
+            AppError::Unavailable("database unavailable, try again later".to_owned())
+        } else {
+            AppError::Internal(format!("database error: {error}"))
+        }
+    }
+}
+
 /// Connection-level failures mean "the database is down", not "the request was wrong".
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {

@@ -27,7 +27,7 @@ use delivery::ssrf::SsrfGuard;
 use delivery::worker::Workers;
 use domain::CallbackUrl;
 use error::{AppError, Result};
-use store::Store;
+use store::{CallbackWriter, Store};
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -36,13 +36,17 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub authority: Arc<Authority>,
     pub ssrf: Arc<SsrfGuard>,
+    /// Coalesces concurrent registrations into multi-row upserts.
+    pub callbacks: CallbackWriter,
     /// Rung after an intake commits, so idle workers start at once instead of on the next poll.
     pub wake: Arc<Notify>,
 }
 
 impl AppState {
+    /// Must be called inside the runtime: it starts the registration writer's task.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
         Self {
+            callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::local(store.clone(), config.auth_cache_ttl)),
             ssrf: Arc::new(SsrfGuard::new(config.allowed_cidrs.clone())),
             config: Arc::new(config),
@@ -52,13 +56,13 @@ impl AppState {
     }
 
     /// The registration-time URL rule: shape and port, then the SSRF guard on its addresses.
-    pub async fn vet_callback_url(&self, raw: &str) -> Result<CallbackUrl> {
+    pub async fn vet_callback_url(&self, raw: String) -> Result<CallbackUrl> {
         let url = CallbackUrl::parse(raw, &self.config.blocked_ports)?;
         self.ssrf
             .check_url(&url)
             .await
             .map_err(|blocked| AppError::BlockedAddress {
-                url: raw.to_owned(),
+                url: url.as_str().to_owned(),
                 reason: blocked.to_string(),
             })?;
         Ok(url)

@@ -17,8 +17,8 @@ CREATE TABLE callbacks (
     UNIQUE (project_id, url, event)
 );
 
--- The list API pages a project's callbacks newest first.
-CREATE INDEX callbacks_project_created_idx ON callbacks (project_id, created_at DESC, id DESC);
+-- No other index: the unique key's (project_id, …) prefix serves the list API and the intake
+-- lookup (a project has few callbacks), and every extra index would tax the create path.
 
 -- The local permission authority.
 CREATE TABLE project_members (

@@ -32,9 +32,6 @@ CREATE INDEX deliveries_due_idx ON deliveries (next_attempt_at) WHERE status = '
 CREATE INDEX deliveries_claim_idx ON deliveries (claim_token) WHERE claim_token IS NOT NULL;
 CREATE INDEX deliveries_event_idx ON deliveries (event_pk);
 
--- Intake looks up the enabled callbacks of (project, event).
-CREATE INDEX callbacks_match_idx ON callbacks (project_id, event) WHERE enabled;
-
 -- One row per delivery attempt.
 CREATE TABLE callback_history (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -53,12 +53,12 @@ async fn create(
         )));
     }
     state.authority.require_admin(&scope.project, &user).await?;
-    let url = state.vet_callback_url(&params.url).await?;
+    let url = state.vet_callback_url(params.url).await?;
     state
-        .store
-        .upsert_callback(&NewCallback {
+        .callbacks
+        .upsert(NewCallback {
             project_id: scope.project,
-            url: url.as_str().to_owned(),
+            url: url.into_string(),
             event: params.event,
             region: params.region,
             secret_token,

@@ -52,9 +52,8 @@ fn with_edges(routes: Router, timeout: Duration, max_body_bytes: usize) -> Route
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(middleware::from_fn(envelope_and_log))
+            .layer(middleware::from_fn_with_state(timeout, edge))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
             .layer(RequestBodyLimitLayer::new(max_body_bytes))
             .layer(DefaultBodyLimit::max(max_body_bytes)),
     )
@@ -75,11 +74,19 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// Turns any response that is not JSON yet (axum's 404/405, the body limit's 413) into the
-/// envelope, and logs the cause of server errors once, inside the request span.
-async fn envelope_and_log(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+/// Bounds the request's time, turns any response that is not JSON yet (axum's 404/405, the
+/// body limit's 413) into the envelope, and logs the cause of server errors once, inside the
+/// request span.
+async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let uri = request.uri().clone();
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable(format!(
+            "the request timed out after {} ms",
+            timeout.as_millis()
+        ))
+        .into_response(),
+    };
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::error!(status = response.status().as_u16(), "{detail}");
     }
@@ -91,7 +98,7 @@ async fn envelope_and_log(request: Request, next: Next) -> Response {
         return response;
     }
     let error = match response.status() {
-        StatusCode::NOT_FOUND => AppError::RouteNotFound(path),
+        StatusCode::NOT_FOUND => AppError::RouteNotFound(uri.path().to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         other => AppError::Internal(format!("unexpected {other} without a body")),
@@ -102,21 +109,6 @@ async fn envelope_and_log(request: Request, next: Next) -> Response {
         enveloped.headers_mut().insert(header::ALLOW, allow);
     }
     enveloped
-}
-
-async fn enforce_timeout(
-    State(timeout): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::Unavailable(format!(
-            "the request timed out after {} ms",
-            timeout.as_millis()
-        ))
-        .into_response(),
-    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

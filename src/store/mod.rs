@@ -4,6 +4,7 @@ mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use writer::CallbackWriter;
 
 use crate::config::Config;
 use tokio::sync::Notify;
@@ -31,9 +33,10 @@ pub trait Store: Send + Sync + 'static {
     /// One round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Creates the callback or, when (project, url, event) exists, updates it in place: same id,
-    /// new region/token/updater, re-enabled with its failure state cleared.
-    async fn upsert_callback(&self, callback: &NewCallback) -> StoreResult<CallbackId>;
+    /// In one statement, creates each callback or, when (project, url, event) exists, updates it
+    /// in place: same id, new region/token/updater, re-enabled with its failure state cleared.
+    /// No two items may share (project, url, event).
+    async fn upsert_callbacks(&self, callbacks: &[NewCallback]) -> StoreResult<()>;
 
     /// The total count and one page of a project's callbacks, newest first.
     async fn list_callbacks(

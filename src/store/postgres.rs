@@ -32,9 +32,12 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", "30s")]);
+        // No ping before each checkout (sqlx's default costs a round trip per query): a dead
+        // connection fails its query instead, is dropped, and the error is a 503.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool })

@@ -23,30 +23,41 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn upsert_callback(
+            async fn upsert_callbacks(
                 &self,
-                callback: &$crate::domain::NewCallback,
-            ) -> $crate::store::StoreResult<$crate::domain::CallbackId> {
+                callbacks: &[$crate::domain::NewCallback],
+            ) -> $crate::store::StoreResult<()> {
                 let now = $crate::domain::now_millis();
-                sqlx::query_scalar(
+                let rows: Vec<serde_json::Value> = callbacks
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "p": c.project_id.as_str(),
+                            "u": c.url,
+                            "e": c.event.as_str(),
+                            "r": c.region.as_str(),
+                            "t": c.secret_token,
+                            "w": c.user.as_str(),
+                        })
+                    })
+                    .collect();
+                sqlx::query(&format!(
                     "INSERT INTO callbacks (project_id, url, event, region, secret_token, enabled, \
                          creator, updater, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6, $7, $7) \
+                     SELECT value->>'p', value->>'u', value->>'e', value->>'r', value->>'t', TRUE, \
+                         value->>'w', value->>'w', $2, $2 \
+                     FROM {} WHERE TRUE \
                      ON CONFLICT (project_id, url, event) DO UPDATE SET \
                          region = excluded.region, secret_token = excluded.secret_token, \
                          enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
-                         updater = excluded.updater, updated_at = excluded.updated_at \
-                     RETURNING id",
-                )
-                .bind(callback.project_id.as_str())
-                .bind(&callback.url)
-                .bind(callback.event.as_str())
-                .bind(callback.region.as_str())
-                .bind(callback.secret_token.as_deref())
-                .bind(callback.user.as_str())
+                         updater = excluded.updater, updated_at = excluded.updated_at",
+                    Self::JSON_ROWS
+                ))
+                .bind(serde_json::Value::from(rows).to_string())
                 .bind(now)
-                .fetch_one(&self.pool)
-                .await
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn list_callbacks(
