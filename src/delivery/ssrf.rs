@@ -97,7 +97,7 @@ fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     if ip.is_unspecified() || a == 0 {
         Some("unspecified")
     } else if ip.is_loopback() {
@@ -112,17 +112,30 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("multicast")
     } else if ip.is_broadcast() || a >= 240 {
         Some("reserved")
+    } else if (a, b, c) == (192, 0, 0) || (a == 198 && (b == 18 || b == 19)) {
+        Some("special-purpose (IETF protocol or benchmarking)")
+    } else if matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113)) {
+        Some("documentation")
     } else {
         None
     }
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // An IPv4 address wearing IPv6 clothes is judged as IPv4.
+    // An IPv4 address wearing IPv6 clothes is judged as IPv4: mapped (::ffff:a.b.c.d),
+    // compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d).
+    let segments = ip.segments();
+    let embedded = || Ipv4Addr::from((u32::from(segments[6]) << 16) | u32::from(segments[7]));
     if let Some(v4) = ip.to_ipv4_mapped() {
         return forbidden_v4(v4);
     }
-    let first = ip.segments()[0];
+    if segments[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
+        return forbidden_v4(embedded());
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return forbidden_v4(embedded());
+    }
+    let first = segments[0];
     if ip.is_unspecified() {
         Some("unspecified")
     } else if ip.is_loopback() {
@@ -133,6 +146,11 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("link-local")
     } else if ip.is_multicast() {
         Some("multicast")
+    } else if first == 0x2001 && segments[1] == 0 {
+        // Teredo hides the client's IPv4 address; nothing legitimate needs it as a target.
+        Some("Teredo tunnel")
+    } else if first == 0x2001 && segments[1] == 0xdb8 {
+        Some("documentation")
     } else if first == 0x2002 {
         // 6to4 carries an IPv4 address in bits 16..48.
         let [_, hi, lo, ..] = ip.segments();
