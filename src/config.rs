@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::delivery::retry::RetrySchedule;
+use crate::delivery::retry::{HumanDuration, RetrySchedule};
 
 /// bk-ci's default list of "high-risk" ports (`project.callback.black-ports`).
 pub const DEFAULT_BLOCKED_PORTS: &[u16] = &[
@@ -82,6 +82,14 @@ pub struct Config {
     pub delivery_poll: Duration,
     /// How long a stopping process lets attempts in flight finish.
     pub shutdown_grace: Duration,
+    /// Most attempts in flight to one host in this process, so a slow host cannot take every slot.
+    pub max_in_flight_per_host: usize,
+    /// A callback failing without a success for this long is disabled.
+    pub callback_disable_after: Duration,
+    /// History and finished deliveries older than this are deleted.
+    pub history_retention: Duration,
+    /// How often the retention sweep runs.
+    pub retention_sweep: Duration,
 }
 
 /// A variable that is set but cannot be used; the message names it.
@@ -126,6 +134,18 @@ impl Config {
             delivery_lease: Duration::from_secs(vars.parsed("DELIVERY_LEASE_SECS", 60)?),
             delivery_poll: Duration::from_millis(vars.parsed("DELIVERY_POLL_MS", 1_000)?),
             shutdown_grace: Duration::from_secs(vars.parsed("SHUTDOWN_GRACE_SECS", 20)?),
+            max_in_flight_per_host: vars.parsed("DELIVERY_MAX_IN_FLIGHT_PER_HOST", 16)?,
+            callback_disable_after: vars
+                .parsed(
+                    "CALLBACK_DISABLE_AFTER",
+                    HumanDuration(Duration::from_secs(12 * 3600)),
+                )?
+                .0,
+            history_retention: Duration::from_secs(
+                vars.parsed::<u64>("HISTORY_RETENTION_DAYS", 30)?
+                    .saturating_mul(86_400),
+            ),
+            retention_sweep: Duration::from_secs(vars.parsed("RETENTION_SWEEP_SECS", 300)?),
         }
         .validated()
     }
@@ -156,6 +176,20 @@ impl Config {
                 "DELIVERY_LEASE_SECS",
                 self.delivery_lease.as_secs().to_string(),
                 "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow attempt could be sent twice",
+            ));
+        }
+        if self.max_in_flight_per_host == 0 {
+            return Err(invalid(
+                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
+                "0".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if self.retention_sweep.is_zero() {
+            return Err(invalid(
+                "RETENTION_SWEEP_SECS",
+                "0".to_owned(),
+                "must be at least 1",
             ));
         }
         if self.delivery_poll.is_zero() {

@@ -433,6 +433,8 @@ string_enum! {
 pub struct ClaimedDelivery {
     pub id: i64,
     pub claim_token: String,
+    /// The callback URL's host, for the per-host cap.
+    pub host: String,
     /// Attempts already made before this one.
     pub attempts: u32,
     pub callback_id: CallbackId,
@@ -474,16 +476,40 @@ pub struct Attempt {
     pub end_time: EpochMillis,
 }
 
-/// What a worker writes back for a claimed delivery: its new state and the attempt, if one was made.
+/// What a worker writes back: the delivery's new state (when it held the delivery's lease), the
+/// attempt if one was made, and what the attempt means for its callback.
 #[derive(Debug, Clone)]
 pub struct DeliveryOutcome {
     pub delivery_id: i64,
-    pub claim_token: String,
+    /// The lease the new state is written under; `None` for a manual re-send, which leaves the
+    /// delivery's own state alone.
+    pub claim_token: Option<String>,
     pub status: DeliveryStatus,
     pub attempts: u32,
     pub next_attempt_at: EpochMillis,
     pub last_error: Option<String>,
     pub attempt: Option<Attempt>,
+    pub effect: Option<CallbackEffect>,
+}
+
+/// How an attempt changes its callback's failure state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackEffect {
+    /// Any success clears the failure state.
+    Succeeded,
+    /// A failure starts the failure clock (if not running) at `since`; a clock older than
+    /// `CALLBACK_DISABLE_AFTER` disables the callback.
+    Failed { since: EpochMillis },
+    /// The receiver answered 410 Gone: disable at once.
+    Gone,
+}
+
+/// Which due deliveries a claim takes: first attempts and retries are claimed separately, so a
+/// backlog of retries cannot make fresh events wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    First,
+    Retry,
 }
 
 /// A stored attempt with its id and creation time.

@@ -25,6 +25,8 @@ pub enum AppError {
     BlockedAddress { url: String, reason: String },
     #[error("callback record ({0}) does not exist")]
     CallbackNotFound(CallbackId),
+    #[error("callback history ({0}) does not exist")]
+    HistoryNotFound(i64),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]
@@ -52,7 +54,9 @@ impl AppError {
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotProjectAdmin { .. } | Self::NotProjectMember { .. } => StatusCode::FORBIDDEN,
-            Self::CallbackNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::CallbackNotFound(_) | Self::HistoryNotFound(_) | Self::RouteNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +74,7 @@ impl AppError {
             Self::InvalidCallbackUrl(InvalidUrl::BlockedPort(_)) => 2101286,
             Self::BlockedAddress { .. } => 2101366,
             Self::CallbackNotFound(_) => 2101136,
+            Self::HistoryNotFound(_) => 2101134,
             _ => i32::from(self.http_status().as_u16()),
         }
     }

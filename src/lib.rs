@@ -22,6 +22,7 @@ pub use http::app;
 
 use auth::Authority;
 use config::Config;
+use delivery::retention;
 use delivery::sender::Sender;
 use delivery::ssrf::SsrfGuard;
 use delivery::worker::Workers;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub ssrf: Arc<SsrfGuard>,
     /// Coalesces concurrent registrations into multi-row upserts.
     pub callbacks: CallbackWriter,
+    /// The one pooled delivery client, shared by the workers and manual re-sends.
+    pub sender: Arc<Sender>,
     /// Rung after an intake commits, so idle workers start at once instead of on the next poll.
     pub wake: Arc<Notify>,
 }
@@ -45,10 +48,12 @@ pub struct AppState {
 impl AppState {
     /// Must be called inside the runtime: it starts the registration writer's task.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        let ssrf = Arc::new(SsrfGuard::new(config.allowed_cidrs.clone()));
         Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::local(store.clone(), config.auth_cache_ttl)),
-            ssrf: Arc::new(SsrfGuard::new(config.allowed_cidrs.clone())),
+            sender: Arc::new(Sender::new(config.delivery_timeout, ssrf.clone())),
+            ssrf,
             config: Arc::new(config),
             store,
             wake: Arc::new(Notify::new()),
@@ -78,14 +83,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let stop = CancellationToken::new();
-    let sender = Sender::new(state.config.delivery_timeout, state.ssrf.clone());
     let workers = Workers::new(
         &state.config,
         state.store.clone(),
-        sender,
+        state.sender.clone(),
         state.wake.clone(),
     );
     let delivering = tokio::spawn(workers.run(stop.clone()));
+    let sweeping = tokio::spawn(retention::sweep(
+        state.store.clone(),
+        state.config.history_retention,
+        state.config.retention_sweep,
+        stop.clone(),
+    ));
     let stopping = stop.clone();
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
@@ -99,6 +109,7 @@ pub async fn serve(
     if let Err(e) = delivering.await {
         tracing::error!(error = %e, "the delivery workers failed");
     }
+    let _ = sweeping.await;
     served
 }
 

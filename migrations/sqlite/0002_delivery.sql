@@ -18,6 +18,8 @@ CREATE TABLE deliveries (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     event_pk        BIGINT      NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     callback_id     BIGINT      NOT NULL,
+    -- The callback URL's host: workers cap attempts in flight per host.
+    host            TEXT NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('PENDING', 'SUCCESS', 'FAILED', 'CANCELLED')),
     attempts        INTEGER     NOT NULL DEFAULT 0,
     next_attempt_at BIGINT      NOT NULL,

@@ -5,9 +5,11 @@
 //! - `worker`: leases due deliveries, sends them outside any transaction, records every attempt.
 //! - `sender`: the HTTP request, its headers and signature, and the connect-time SSRF check.
 //! - `retry`: the schedule of later attempts.
+//! - `retention`: deletes old history and finished deliveries.
 //! - `ssrf`: which addresses callbacks may reach.
 
 pub mod intake;
+pub mod retention;
 pub mod retry;
 pub mod sender;
 pub mod ssrf;

@@ -59,6 +59,32 @@ impl fmt::Display for RetrySchedule {
     }
 }
 
+/// A duration written like `500ms`, `5s`, `2m` or `12h`, for settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s.trim()).map(Self)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// The largest unit that divides it exactly.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        match millis {
+            0 => f.write_str("0s"),
+            m if m % 3_600_000 == 0 => write!(f, "{}h", m / 3_600_000),
+            m if m % 60_000 == 0 => write!(f, "{}m", m / 60_000),
+            m if m % 1_000 == 0 => write!(f, "{}s", m / 1_000),
+            m => write!(f, "{m}ms"),
+        }
+    }
+}
+
 /// `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -96,6 +122,14 @@ mod tests {
             assert!(bad.parse::<RetrySchedule>().is_err(), "{bad}");
         }
         assert_eq!("none".parse::<RetrySchedule>().unwrap().delays().len(), 0);
+    }
+
+    #[test]
+    fn human_durations_round_trip() {
+        for text in ["12h", "90m", "5s", "250ms", "0s"] {
+            assert_eq!(text.parse::<HumanDuration>().unwrap().to_string(), text);
+        }
+        assert_eq!("120m".parse::<HumanDuration>().unwrap().to_string(), "2h");
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct SendResult {
     pub response_body: Option<String>,
     /// Why the attempt failed: transport error, SSRF refusal or a non-2xx status.
     pub error: Option<String>,
+    /// How long a failed receiver asked us to wait (`Retry-After`, seconds or an HTTP date).
+    pub retry_after: Option<Duration>,
 }
 
 impl SendResult {
@@ -124,6 +126,7 @@ impl Sender {
             response_code: None,
             response_body: None,
             error: Some(error),
+            retry_after: None,
         };
         let parsed = match reqwest::Url::parse(url) {
             Ok(parsed) => parsed,
@@ -144,6 +147,10 @@ impl Sender {
             Err(e) => return failure(describe(&e)),
         };
         let status = response.status();
+        let retry_after = (!status.is_success())
+            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|value| parse_retry_after(value.to_str().ok()?));
         let mut kept = Vec::new();
         let mut read_error = None;
         while kept.len() < MAX_RESPONSE_BODY {
@@ -170,8 +177,22 @@ impl Sender {
             response_code: Some(status.as_u16()),
             response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
             error,
+            retry_after,
         }
     }
+}
+
+/// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`; a date in the past is 0.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(
+        date.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
@@ -250,6 +271,22 @@ mod tests {
             r#"{"test": 2432232314}"#,
         );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(61);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(in_a_minute)).unwrap();
+        assert!(
+            parsed > Duration::from_secs(55) && parsed <= Duration::from_secs(61),
+            "{parsed:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! The delivery workers of one process: a dispatcher that leases due deliveries while there are
 //! free slots, one task per attempt, and a recorder that writes outcomes in batches.
+//!
+//! Isolation: first attempts and retries are claimed in separate lanes (retries get at most a
+//! quarter of the slots while fresh events wait), and each host may hold at most
+//! `DELIVERY_MAX_IN_FLIGHT_PER_HOST` attempts; a host at its cap is left out of claims, so a dead
+//! or slow receiver cannot take the slots of healthy ones.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -9,46 +15,68 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::delivery::retry::RetrySchedule;
-use crate::delivery::sender::{self, Sender};
+use crate::delivery::retry::{HumanDuration, RetrySchedule};
+use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
-    Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, EpochMillis,
-    now_millis,
+    Attempt, AttemptStatus, CallbackEffect, ClaimedDelivery, DeliveryOutcome, DeliveryStatus,
+    DeliveryTarget, EpochMillis, Lane, now_millis,
 };
-use crate::store::Store;
+use crate::store::{Claim, DisableRule, Store};
 
 /// Most deliveries leased in one claim.
 const MAX_CLAIM: usize = 256;
 /// Most outcomes written in one transaction.
 const MAX_RECORD_BATCH: usize = 512;
+/// Longest wait a `Retry-After` may impose.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// When a delivery's host is at its cap, it is put back this long.
+const HOST_BUSY_DELAY: Duration = Duration::from_millis(200);
+/// Shortest idle wait, so deliveries that are due but held back (busy host) cause no spin.
+const IDLE_FLOOR: Duration = Duration::from_millis(50);
 
 pub struct Workers {
     store: Arc<dyn Store>,
-    sender: Sender,
+    sender: Arc<Sender>,
     retry: RetrySchedule,
     wake: Arc<Notify>,
     concurrency: usize,
+    per_host: usize,
     lease: Duration,
     poll: Duration,
     grace: Duration,
+    disable_after: Duration,
+    /// Attempts in flight per host.
+    hosts: Mutex<HashMap<String, usize>>,
+    /// Claimed deliveries not yet handed to the recorder: released if shutdown cuts them off.
+    held: Mutex<HashMap<i64, (String, u32)>>,
 }
 
 impl Workers {
-    pub fn new(config: &Config, store: Arc<dyn Store>, sender: Sender, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        sender: Arc<Sender>,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             sender,
             retry: config.retry_schedule.clone(),
             wake,
             concurrency: config.delivery_concurrency,
+            per_host: config.max_in_flight_per_host,
             lease: config.delivery_lease,
             poll: config.delivery_poll,
             grace: config.shutdown_grace,
+            disable_after: config.callback_disable_after,
+            hosts: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Delivers until `stop` is cancelled, then lets attempts in flight finish within the grace
-    /// period and writes their outcomes.
+    /// Delivers until `stop` is cancelled. Then it claims nothing more, lets attempts in flight
+    /// finish within the grace period, hands back the leases of those it had to cut off, and
+    /// writes every outcome.
     pub async fn run(self, stop: CancellationToken) {
         let workers = Arc::new(self);
         let watcher = tokio::spawn({
@@ -61,7 +89,11 @@ impl Workers {
             }
         });
         let (outcomes, recorded) = mpsc::channel(workers.concurrency);
-        let recorder = tokio::spawn(record(workers.store.clone(), recorded));
+        let recorder = tokio::spawn(record(
+            workers.store.clone(),
+            recorded,
+            workers.disable_after,
+        ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
         watcher.abort();
@@ -71,11 +103,18 @@ impl Workers {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                left = in_flight.len(),
-                "attempts still running after the grace period; their leases expire for another process"
-            );
             in_flight.shutdown().await;
+            let cut_off: Vec<(i64, (String, u32))> =
+                workers.held.lock().expect("not poisoned").drain().collect();
+            tracing::warn!(
+                released = cut_off.len(),
+                "attempts still running after the grace period were stopped; their deliveries are released"
+            );
+            for (id, (token, attempts)) in cut_off {
+                let _ = outcomes
+                    .send(put_back(id, token, attempts, now_millis()))
+                    .await;
+            }
         }
         drop(outcomes);
         let _ = recorder.await;
@@ -95,9 +134,8 @@ impl Workers {
             };
             while in_flight.try_join_next().is_some() {}
             let wanted = (slots.available_permits() + 1).min(MAX_CLAIM);
-            let now = now_millis();
-            let lease_until = now + millis(self.lease);
-            let claimed = match self.store.claim_due(now, lease_until, wanted as u32).await {
+            let fresh_limit = wanted - wanted / 4;
+            let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "claiming due deliveries failed; retrying in 1 s");
@@ -108,17 +146,33 @@ impl Workers {
                     }
                 }
             };
-            let got_all_wanted = claimed.len() == wanted;
+            let more_due = fresh.len() == fresh_limit || fresh.len() + retries.len() == wanted;
             let mut first_slot = Some(first_slot);
-            for delivery in claimed {
+            for delivery in fresh.into_iter().chain(retries) {
+                if !self.reserve_host(&delivery.host) {
+                    let later = now_millis() + millis(HOST_BUSY_DELAY);
+                    let _ = outcomes
+                        .send(put_back(
+                            delivery.id,
+                            delivery.claim_token,
+                            delivery.attempts,
+                            later,
+                        ))
+                        .await;
+                    continue;
+                }
                 let slot = match first_slot.take() {
                     Some(slot) => slot,
                     None => slots.clone().acquire_owned().await.expect("never closed"),
                 };
+                self.held.lock().expect("not poisoned").insert(
+                    delivery.id,
+                    (delivery.claim_token.clone(), delivery.attempts),
+                );
                 in_flight.spawn(self.clone().attempt(delivery, outcomes.clone(), slot));
             }
             drop(first_slot);
-            if got_all_wanted {
+            if more_due {
                 continue;
             }
             let wait = self.until_next_due().await;
@@ -130,13 +184,74 @@ impl Workers {
         }
     }
 
+    /// Claims first attempts (up to `fresh_limit`), then retries for the rest of `wanted`.
+    async fn claim(
+        &self,
+        fresh_limit: usize,
+        wanted: usize,
+    ) -> Result<(Vec<ClaimedDelivery>, Vec<ClaimedDelivery>), sqlx::Error> {
+        let busy_hosts = self.busy_hosts();
+        let now = now_millis();
+        let claim = |lane, limit: usize| Claim {
+            now,
+            lease_until: now + millis(self.lease),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            lane,
+            busy_hosts: &busy_hosts,
+        };
+        let fresh = self
+            .store
+            .claim_due(&claim(Lane::First, fresh_limit))
+            .await?;
+        let retries = match wanted - fresh.len() {
+            0 => Vec::new(),
+            room => self.store.claim_due(&claim(Lane::Retry, room)).await?,
+        };
+        Ok((fresh, retries))
+    }
+
+    fn busy_hosts(&self) -> Vec<String> {
+        let hosts = self.hosts.lock().expect("not poisoned");
+        hosts
+            .iter()
+            .filter(|&(_, &n)| n >= self.per_host)
+            .map(|(host, _)| host.clone())
+            .collect()
+    }
+
+    /// Takes one of the host's places, if it has one left.
+    fn reserve_host(&self, host: &str) -> bool {
+        let mut hosts = self.hosts.lock().expect("not poisoned");
+        let in_flight = hosts.entry(host.to_owned()).or_default();
+        if *in_flight >= self.per_host {
+            return false;
+        }
+        *in_flight += 1;
+        true
+    }
+
+    fn release_host(&self, host: &str) {
+        let mut hosts = self.hosts.lock().expect("not poisoned");
+        if let Some(in_flight) = hosts.get_mut(host) {
+            let was_full = *in_flight >= self.per_host;
+            *in_flight -= 1;
+            if *in_flight == 0 {
+                hosts.remove(host);
+            }
+            if was_full {
+                // Deliveries held back for this host may go now.
+                self.wake.notify_one();
+            }
+        }
+    }
+
     /// Sleep until the next retry falls due, but never longer than the poll interval.
     async fn until_next_due(&self) -> Duration {
         match self.store.next_due_at().await {
-            Ok(Some(due)) => {
-                let wait = Duration::from_millis(u64::try_from(due - now_millis()).unwrap_or(0));
-                wait.clamp(Duration::from_millis(5), self.poll)
-            }
+            Ok(Some(due)) => match u64::try_from(due - now_millis()) {
+                Ok(ahead) if ahead > 0 => Duration::from_millis(ahead).min(self.poll),
+                _ => IDLE_FLOOR,
+            },
             _ => self.poll,
         }
     }
@@ -147,9 +262,12 @@ impl Workers {
         outcomes: mpsc::Sender<DeliveryOutcome>,
         slot: OwnedSemaphorePermit,
     ) {
+        let (id, host) = (delivery.id, delivery.host.clone());
         let outcome = self.deliver(delivery).await;
+        self.release_host(&host);
         // Holding the slot until the recorder took the outcome keeps memory bounded.
         let _ = outcomes.send(outcome).await;
+        self.held.lock().expect("not poisoned").remove(&id);
         drop(slot);
     }
 
@@ -157,74 +275,143 @@ impl Workers {
         let Some(target) = &delivery.target else {
             return DeliveryOutcome {
                 delivery_id: delivery.id,
-                claim_token: delivery.claim_token,
+                claim_token: Some(delivery.claim_token),
                 status: DeliveryStatus::Cancelled,
                 attempts: delivery.attempts,
                 next_attempt_at: now_millis(),
-                last_error: Some("the callback was deleted or disabled".to_owned()),
+                last_error: Some("not sent: the callback was deleted or disabled".to_owned()),
                 attempt: None,
+                effect: None,
             };
         };
         let number = delivery.attempts + 1;
-        let start = now_millis();
-        let headers = sender::delivery_headers(
-            &delivery.id.to_string(),
-            target.secret_token.as_deref(),
-            &delivery.body,
-            start / 1000,
-        );
-        let result = self
-            .sender
-            .send(&target.url, &headers, delivery.body.clone())
-            .await;
-        let end = now_millis();
-        let (status, next_attempt_at) = if result.is_success() {
-            (DeliveryStatus::Success, end)
+        let (attempt, result) = send_attempt(
+            &self.sender,
+            target,
+            delivery.id,
+            delivery.callback_id,
+            delivery.event,
+            number,
+            delivery.body,
+        )
+        .await;
+        let end = attempt.end_time;
+        let gone = result.response_code == Some(410);
+        let (status, next_attempt_at, effect) = if result.is_success() {
+            (DeliveryStatus::Success, end, CallbackEffect::Succeeded)
+        } else if gone {
+            (DeliveryStatus::Failed, end, CallbackEffect::Gone)
         } else {
+            let failed = CallbackEffect::Failed {
+                since: attempt.start_time,
+            };
             match self.retry.delay_after(number) {
-                Some(delay) => (DeliveryStatus::Pending, end + millis(delay)),
-                None => (DeliveryStatus::Failed, end),
+                Some(delay) => {
+                    let asked = result.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
+                    (
+                        DeliveryStatus::Pending,
+                        end + millis(delay.max(asked)),
+                        failed,
+                    )
+                }
+                None => (DeliveryStatus::Failed, end, failed),
             }
         };
         DeliveryOutcome {
             delivery_id: delivery.id,
-            claim_token: delivery.claim_token,
+            claim_token: Some(delivery.claim_token),
             status,
             attempts: number,
             next_attempt_at,
-            last_error: result.error.clone(),
-            attempt: Some(Attempt {
-                delivery_id: Some(delivery.id),
-                callback_id: delivery.callback_id,
-                project_id: target.project_id.clone(),
-                url: target.url.clone(),
-                event: delivery.event,
-                status: if result.is_success() {
-                    AttemptStatus::Success
-                } else {
-                    AttemptStatus::Failed
-                },
-                attempt: number,
-                error_msg: result.error,
-                request_headers: sender::masked(&headers),
-                request_body: delivery.body,
-                response_code: result.response_code,
-                response_body: result.response_body,
-                start_time: start,
-                end_time: end,
-            }),
+            last_error: result.error,
+            attempt: Some(attempt),
+            effect: Some(effect),
         }
+    }
+}
+
+/// Sends one attempt of delivery `delivery_id` to `target` with fresh headers and signature, and
+/// returns it as history records it (token masked) together with what the receiver did.
+pub async fn send_attempt(
+    sender: &Sender,
+    target: &DeliveryTarget,
+    delivery_id: i64,
+    callback_id: i64,
+    event: crate::domain::CallbackEvent,
+    number: u32,
+    body: String,
+) -> (Attempt, SendResult) {
+    let start = now_millis();
+    let headers = sender::delivery_headers(
+        &delivery_id.to_string(),
+        target.secret_token.as_deref(),
+        &body,
+        start / 1000,
+    );
+    let result = sender.send(&target.url, &headers, body.clone()).await;
+    let attempt = Attempt {
+        delivery_id: Some(delivery_id),
+        callback_id,
+        project_id: target.project_id.clone(),
+        url: target.url.clone(),
+        event,
+        status: if result.is_success() {
+            AttemptStatus::Success
+        } else {
+            AttemptStatus::Failed
+        },
+        attempt: number,
+        error_msg: result.error.clone(),
+        request_headers: sender::masked(&headers),
+        request_body: body,
+        response_code: result.response_code,
+        response_body: result.response_body.clone(),
+        start_time: start,
+        end_time: now_millis(),
+    };
+    (attempt, result)
+}
+
+/// Hands a claimed delivery back unattempted, due again at `due`.
+fn put_back(id: i64, claim_token: String, attempts: u32, due: EpochMillis) -> DeliveryOutcome {
+    DeliveryOutcome {
+        delivery_id: id,
+        claim_token: Some(claim_token),
+        status: DeliveryStatus::Pending,
+        attempts,
+        next_attempt_at: due,
+        last_error: None,
+        attempt: None,
+        effect: None,
+    }
+}
+
+/// The rule that disables a callback failing since before now − `disable_after`.
+pub fn disable_rule(disable_after: Duration) -> DisableRule {
+    DisableRule {
+        cutoff: now_millis() - millis(disable_after),
+        reason: format!(
+            "disabled after its deliveries failed without a success for {}",
+            HumanDuration(disable_after)
+        ),
     }
 }
 
 /// Writes outcomes in batches. A batch that cannot be written is retried for a while; if the
 /// database stays away it is dropped, and the leases expire so the deliveries are sent again.
-async fn record(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<DeliveryOutcome>) {
+async fn record(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::Receiver<DeliveryOutcome>,
+    disable_after: Duration,
+) {
     const TRIES: u32 = 20;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
         for tried in 1..=TRIES {
-            match store.record_outcomes(&batch).await {
+            match store
+                .record_outcomes(&batch, &disable_rule(disable_after))
+                .await
+            {
                 Ok(()) => break,
                 Err(error) if tried == TRIES => {
                     tracing::error!(%error, lost = batch.len(), "giving up recording outcomes; they will be re-sent");
@@ -239,6 +426,6 @@ async fn record(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<DeliveryOutc
     }
 }
 
-fn millis(duration: Duration) -> EpochMillis {
+pub fn millis(duration: Duration) -> EpochMillis {
     EpochMillis::try_from(duration.as_millis()).unwrap_or(EpochMillis::MAX)
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -22,6 +22,8 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{BASE}/"), post(create))
         .route(&format!("{BASE}/callback_list"), get(list))
         .route(&format!("{BASE}/callback"), delete(remove))
+        .route(&format!("{BASE}/callback_enable"), put(enable))
+        .route(&format!("{BASE}/callback_disable"), put(disable))
 }
 
 #[derive(Deserialize)]
@@ -140,6 +142,45 @@ async fn remove(
 ) -> Result<Envelope<bool>> {
     state.authority.require_admin(&scope.project, &user).await?;
     if !state.store.delete_callback(&scope.project, id).await? {
+        return Err(AppError::CallbackNotFound(id));
+    }
+    Ok(Envelope::ok(true))
+}
+
+/// Enables a callback and clears its failure state. Admin only.
+async fn enable(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(IdParams { id }): Query<IdParams>,
+) -> Result<Envelope<bool>> {
+    set_enabled(state, scope, user, id, true).await
+}
+
+/// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
+async fn disable(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(IdParams { id }): Query<IdParams>,
+) -> Result<Envelope<bool>> {
+    set_enabled(state, scope, user, id, false).await
+}
+
+async fn set_enabled(
+    state: AppState,
+    scope: ProjectScope,
+    user: UserId,
+    id: CallbackId,
+    enabled: bool,
+) -> Result<Envelope<bool>> {
+    state.authority.require_admin(&scope.project, &user).await?;
+    let reason = (!enabled).then(|| format!("disabled by {user}"));
+    if !state
+        .store
+        .set_callback_enabled(&scope.project, id, &user, enabled, reason.as_deref())
+        .await?
+    {
         return Err(AppError::CallbackNotFound(id));
     }
     Ok(Envelope::ok(true))

@@ -23,6 +23,15 @@ impl<T> Envelope<T> {
         }
     }
 
+    /// Success whose `data` needs a word of explanation (e.g. a re-send that got no 2xx).
+    pub fn ok_with_message(data: T, message: String) -> Self {
+        Self {
+            status: 0,
+            message: Some(message),
+            data: Some(data),
+        }
+    }
+
     pub fn error(status: i32, message: String) -> Self {
         Self {
             status,

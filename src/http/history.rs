@@ -2,14 +2,15 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{Days, NaiveDateTime, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::delivery::worker::{disable_rule, send_attempt};
 use crate::domain::{
-    AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
-    Page, ProjectId,
+    AttemptStatus, CallbackEffect, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryStatus,
+    EpochMillis, HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::Envelope;
@@ -17,10 +18,15 @@ use crate::http::extract::{Caller, ProjectScope, Query};
 use crate::http::paging::PageParams;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
-        get(list),
-    )
+    Router::new()
+        .route(
+            "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
+            get(list),
+        )
+        .route(
+            "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_retry",
+            post(retry),
+        )
 }
 
 /// Separate page fields: `serde(flatten)` would hand the numbers over as strings.
@@ -153,4 +159,78 @@ fn to_millis(naive: NaiveDateTime, zone: chrono_tz::Tz) -> EpochMillis {
         })
         .unwrap_or_else(|| zone.from_utc_datetime(&naive))
         .timestamp_millis()
+}
+
+#[derive(Deserialize)]
+struct IdParams {
+    id: i64,
+}
+
+/// Sends the request of one history row again, once, now: the stored body to the callback's
+/// current URL with its current token and a fresh signature. A new history row records it;
+/// `data` is whether it got a 2xx (the reason in `message` when not). Admin only.
+async fn retry(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(IdParams { id }): Query<IdParams>,
+) -> Result<Envelope<bool>> {
+    state.authority.require_admin(&scope.project, &user).await?;
+    let entry = state
+        .store
+        .find_history(&scope.project, id)
+        .await?
+        .ok_or(AppError::HistoryNotFound(id))?;
+    let original = entry.attempt;
+    let target = state
+        .store
+        .delivery_target(original.callback_id)
+        .await?
+        .ok_or(AppError::CallbackNotFound(original.callback_id))?;
+    state.vet_callback_url(target.url.clone()).await?;
+    // Sending and recording run in their own task: a client that goes away cannot cut them apart.
+    let resend = tokio::spawn(async move {
+        let delivery_id = original.delivery_id.unwrap_or(entry.id);
+        let (attempt, result) = send_attempt(
+            &state.sender,
+            &target,
+            delivery_id,
+            original.callback_id,
+            original.event,
+            original.attempt + 1,
+            original.request_body,
+        )
+        .await;
+        let effect = match (result.is_success(), result.response_code) {
+            (true, _) => CallbackEffect::Succeeded,
+            (false, Some(410)) => CallbackEffect::Gone,
+            (false, _) => CallbackEffect::Failed {
+                since: attempt.start_time,
+            },
+        };
+        let outcome = DeliveryOutcome {
+            delivery_id,
+            claim_token: None,
+            status: if result.is_success() {
+                DeliveryStatus::Success
+            } else {
+                DeliveryStatus::Failed
+            },
+            attempts: attempt.attempt,
+            next_attempt_at: attempt.end_time,
+            last_error: result.error.clone(),
+            attempt: Some(attempt),
+            effect: Some(effect),
+        };
+        let rule = disable_rule(state.config.callback_disable_after);
+        state.store.record_outcomes(&[outcome], &rule).await?;
+        Ok::<_, sqlx::Error>(result.error)
+    });
+    let error = resend
+        .await
+        .map_err(|e| AppError::Internal(format!("re-send task failed: {e}")))??;
+    Ok(match error {
+        None => Envelope::ok(true),
+        Some(reason) => Envelope::ok_with_message(false, format!("the re-send failed: {reason}")),
+    })
 }

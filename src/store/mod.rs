@@ -18,12 +18,31 @@ use crate::config::Config;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, EpochMillis, HistoryEntry,
-    HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId, Published,
-    UserId,
+    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis,
+    HistoryEntry, HistoryFilter, Lane, Member, MemberRole, NewCallback, NewEvent, PageRequest,
+    ProjectId, Published, UserId,
 };
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// What `Store::claim_due` takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub now: EpochMillis,
+    pub lease_until: EpochMillis,
+    pub limit: u32,
+    pub lane: Lane,
+    /// Hosts already at their cap of attempts in flight in this process.
+    pub busy_hosts: &'a [String],
+}
+
+/// When failing callbacks are disabled.
+#[derive(Debug, Clone)]
+pub struct DisableRule {
+    /// Failing without a success since before this time disables a callback.
+    pub cutoff: EpochMillis,
+    pub reason: String,
+}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -71,21 +90,45 @@ pub trait Store: Send + Sync + 'static {
     /// original answer for repeated event ids.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;
 
-    /// Leases up to `limit` due deliveries until `lease_until`. Rows leased by someone else
-    /// and not yet expired are skipped, so concurrent workers never share a delivery.
-    async fn claim_due(
-        &self,
-        now: EpochMillis,
-        lease_until: EpochMillis,
-        limit: u32,
-    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Leases up to `claim.limit` due deliveries of the lane until `claim.lease_until`, oldest
+    /// first, skipping `claim.busy_hosts`. Rows leased by someone else and not yet expired are
+    /// skipped, so concurrent workers never share a delivery.
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// When the earliest unleased pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>>;
 
-    /// Writes attempts to history and the deliveries' new states, in one transaction. A
-    /// delivery whose lease was lost meanwhile keeps the state its new holder gives it.
-    async fn record_outcomes(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+    /// Writes attempts to history, the deliveries' new states and the callbacks' failure states,
+    /// in one transaction. A delivery whose lease was lost meanwhile keeps the state its new
+    /// holder gives it. A callback failing without a success since before `disable.cutoff` is
+    /// disabled with `disable.reason`.
+    async fn record_outcomes(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        disable: &DisableRule,
+    ) -> StoreResult<()>;
+
+    /// Enables (clearing the failure state) or disables one of the project's callbacks; false
+    /// when it does not exist in that project.
+    async fn set_callback_enabled(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+        user: &UserId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool>;
+
+    /// One attempt of the project's history.
+    async fn find_history(&self, project: &ProjectId, id: i64)
+    -> StoreResult<Option<HistoryEntry>>;
+
+    /// Where a callback delivers now (enabled or not); `None` when it was deleted.
+    async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>>;
+
+    /// Deletes up to `batch` rows older than `before` from each of history, finished deliveries
+    /// and events left without deliveries; returns how many went. Small batches keep locks short.
+    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
 
     /// The total count and one page of a project's attempts in the window, newest first.
     async fn list_history(

@@ -84,6 +84,7 @@ impl TryFrom<MemberRow> for Member {
 #[derive(sqlx::FromRow)]
 pub struct ClaimRow {
     id: i64,
+    host: String,
     attempts: i32,
     callback_id: i64,
     event: String,
@@ -107,6 +108,7 @@ impl ClaimRow {
         Ok(ClaimedDelivery {
             id: self.id,
             claim_token: claim_token.to_owned(),
+            host: self.host,
             attempts: self.attempts.unsigned_abs(),
             callback_id: self.callback_id,
             event: decode("event", &self.event)?,
@@ -168,6 +170,25 @@ impl TryFrom<HistoryRow> for HistoryEntry {
                 start_time: row.start_time,
                 end_time: row.end_time,
             },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct TargetRow {
+    project_id: String,
+    url: String,
+    secret_token: Option<String>,
+}
+
+impl TryFrom<TargetRow> for DeliveryTarget {
+    type Error = sqlx::Error;
+
+    fn try_from(row: TargetRow) -> Result<Self, Self::Error> {
+        Ok(Self {
+            project_id: decode("project_id", &row.project_id)?,
+            url: row.url,
+            secret_token: row.secret_token,
         })
     }
 }

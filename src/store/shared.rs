@@ -180,31 +180,38 @@ macro_rules! impl_store {
 
             async fn claim_due(
                 &self,
-                now: $crate::domain::EpochMillis,
-                lease_until: $crate::domain::EpochMillis,
-                limit: u32,
+                claim: &$crate::store::Claim<'_>,
             ) -> $crate::store::StoreResult<Vec<$crate::domain::ClaimedDelivery>> {
                 let token = uuid::Uuid::new_v4().simple().to_string();
+                let busy = serde_json::Value::from(
+                    claim.busy_hosts.iter().map(|h| serde_json::json!({ "h": h })).collect::<Vec<_>>(),
+                )
+                .to_string();
                 let claimed = sqlx::query(&format!(
                     "WITH due AS (SELECT id FROM deliveries \
-                         WHERE status = 'PENDING' AND next_attempt_at <= $1 \
-                           AND (lease_until IS NULL OR lease_until <= $1) \
-                         ORDER BY next_attempt_at LIMIT $2 {}) \
-                     UPDATE deliveries SET lease_until = $3, claim_token = $4 \
+                         WHERE status = 'PENDING' AND next_attempt_at <= $2 \
+                           AND (lease_until IS NULL OR lease_until <= $2) \
+                           AND (attempts = 0) = $6 \
+                           AND host NOT IN (SELECT value->>'h' FROM {}) \
+                         ORDER BY next_attempt_at LIMIT $3 {}) \
+                     UPDATE deliveries SET lease_until = $4, claim_token = $5 \
                      WHERE id IN (SELECT id FROM due)",
+                    Self::JSON_ROWS,
                     Self::SKIP_LOCKED
                 ))
-                .bind(now)
-                .bind(i64::from(limit))
-                .bind(lease_until)
+                .bind(busy)
+                .bind(claim.now)
+                .bind(i64::from(claim.limit))
+                .bind(claim.lease_until)
                 .bind(&token)
+                .bind(claim.lane == $crate::domain::Lane::First)
                 .execute(&self.pool)
                 .await?;
                 if claimed.rows_affected() == 0 {
                     return Ok(Vec::new());
                 }
                 let rows: Vec<$crate::store::rows::ClaimRow> = sqlx::query_as(
-                    "SELECT d.id, d.attempts, d.callback_id, e.event, e.body, \
+                    "SELECT d.id, d.host, d.attempts, d.callback_id, e.event, e.body, \
                          cb.project_id AS callback_project, cb.url, cb.secret_token, cb.enabled \
                      FROM deliveries d JOIN events e ON e.id = d.event_pk \
                      LEFT JOIN callbacks cb ON cb.id = d.callback_id \
@@ -230,6 +237,7 @@ macro_rules! impl_store {
             async fn record_outcomes(
                 &self,
                 outcomes: &[$crate::domain::DeliveryOutcome],
+                disable: &$crate::store::DisableRule,
             ) -> $crate::store::StoreResult<()> {
                 if outcomes.is_empty() {
                     return Ok(());
@@ -237,6 +245,7 @@ macro_rules! impl_store {
                 let now = $crate::domain::now_millis();
                 let attempts = $crate::store::shared::attempt_rows(outcomes);
                 let states = $crate::store::shared::state_rows(outcomes);
+                let effects = $crate::store::shared::effect_rows(outcomes);
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
                 if attempts != "[]" {
                     sqlx::query(&format!(
@@ -273,7 +282,91 @@ macro_rules! impl_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if effects != "[]" {
+                    $crate::store::shared::apply_effects!(self, tx, effects, now, disable);
+                }
                 tx.commit().await
+            }
+
+            async fn set_callback_enabled(
+                &self,
+                project: &$crate::domain::ProjectId,
+                id: $crate::domain::CallbackId,
+                user: &$crate::domain::UserId,
+                enabled: bool,
+                reason: Option<&str>,
+            ) -> $crate::store::StoreResult<bool> {
+                // Enabling clears the failure state; disabling keeps it and records why.
+                let done = sqlx::query(
+                    "UPDATE callbacks SET enabled = $3, updater = $4, updated_at = $5, \
+                         disabled_reason = $6, \
+                         failure_time = CASE WHEN $3 THEN NULL ELSE failure_time END \
+                     WHERE project_id = $1 AND id = $2",
+                )
+                .bind(project.as_str())
+                .bind(id)
+                .bind(enabled)
+                .bind(user.as_str())
+                .bind($crate::domain::now_millis())
+                .bind(reason)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn find_history(
+                &self,
+                project: &$crate::domain::ProjectId,
+                id: i64,
+            ) -> $crate::store::StoreResult<Option<$crate::domain::HistoryEntry>> {
+                let row: Option<$crate::store::rows::HistoryRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM callback_history WHERE project_id = $1 AND id = $2",
+                    $crate::store::rows::HISTORY_COLUMNS
+                ))
+                .bind(project.as_str())
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delivery_target(
+                &self,
+                callback: $crate::domain::CallbackId,
+            ) -> $crate::store::StoreResult<Option<$crate::domain::DeliveryTarget>> {
+                let row: Option<$crate::store::rows::TargetRow> = sqlx::query_as(
+                    "SELECT project_id, url, secret_token FROM callbacks WHERE id = $1",
+                )
+                .bind(callback)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn prune(
+                &self,
+                before: $crate::domain::EpochMillis,
+                batch: u32,
+            ) -> $crate::store::StoreResult<u64> {
+                const STATEMENTS: [&str; 3] = [
+                    "DELETE FROM callback_history WHERE id IN \
+                         (SELECT id FROM callback_history WHERE created_at < $1 LIMIT $2)",
+                    "DELETE FROM deliveries WHERE id IN \
+                         (SELECT id FROM deliveries WHERE status <> 'PENDING' AND updated_at < $1 LIMIT $2)",
+                    "DELETE FROM events WHERE id IN \
+                         (SELECT id FROM events e WHERE created_at < $1 \
+                            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_pk = e.id) LIMIT $2)",
+                ];
+                let mut removed = 0;
+                for statement in STATEMENTS {
+                    removed += sqlx::query(statement)
+                        .bind(before)
+                        .bind(i64::from(batch))
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(removed)
             }
 
             async fn list_history(
@@ -344,23 +437,27 @@ macro_rules! publish {
             projects.iter().map(|p| serde_json::json!({ "p": p })).collect::<Vec<_>>(),
         )
         .to_string();
-        let callbacks: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-            "SELECT id, project_id, event FROM callbacks \
+        let callbacks: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT id, project_id, event, url FROM callbacks \
              WHERE enabled AND project_id IN (SELECT value->>'p' FROM {})",
             Self::JSON_ROWS
         ))
         .bind(project_rows)
         .fetch_all(&mut *tx)
         .await?;
-        let mut by_target: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
-        for (id, project, event) in &callbacks {
-            by_target.entry((project.as_str(), event.as_str())).or_default().push(*id);
+        let mut by_target: HashMap<(&str, &str), Vec<(i64, String)>> = HashMap::new();
+        for (id, project, event, url) in &callbacks {
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            by_target.entry((project.as_str(), event.as_str())).or_default().push((*id, host));
         }
-        let targets = |event: &$crate::domain::NewEvent| -> Vec<i64> {
+        let targets = |event: &$crate::domain::NewEvent| -> Vec<(i64, String)> {
             let name = event.event.as_str();
             let mut ids = by_target.get(&(event.project_id.as_str(), name)).cloned().unwrap_or_default();
             if event.event.is_project_event() && event.project_id.as_str() != ALL_PROJECTS {
-                ids.extend(by_target.get(&(ALL_PROJECTS, name)).into_iter().flatten());
+                ids.extend(by_target.get(&(ALL_PROJECTS, name)).into_iter().flatten().cloned());
             }
             ids
         };
@@ -403,13 +500,16 @@ macro_rules! publish {
                 .expect("RETURNING gives back rows of this batch");
             let ids = targets(event);
             answers.insert((project, event_id), u32::try_from(ids.len()).unwrap_or(u32::MAX));
-            delivery_rows.extend(ids.into_iter().map(|id| serde_json::json!({ "v": pk, "c": id })));
+            delivery_rows.extend(
+                ids.into_iter().map(|(id, host)| serde_json::json!({ "v": pk, "c": id, "h": host })),
+            );
         }
         if !delivery_rows.is_empty() {
             sqlx::query(&format!(
-                "INSERT INTO deliveries (event_pk, callback_id, status, attempts, next_attempt_at, \
-                 created_at, updated_at) \
-                 SELECT CAST(value->>'v' AS BIGINT), CAST(value->>'c' AS BIGINT), 'PENDING', 0, $2, $2, $2 \
+                "INSERT INTO deliveries (event_pk, callback_id, host, status, attempts, \
+                     next_attempt_at, created_at, updated_at) \
+                 SELECT CAST(value->>'v' AS BIGINT), CAST(value->>'c' AS BIGINT), value->>'h', \
+                     'PENDING', 0, $2, $2, $2 \
                  FROM {}",
                 Self::JSON_ROWS
             ))
@@ -483,10 +583,11 @@ pub fn attempt_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
     serde_json::Value::from(rows).to_string()
 }
 
-/// The deliveries' new states, as one JSON array.
+/// The new states of the deliveries whose lease the outcomes hold, as one JSON array.
 pub fn state_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
     let rows: Vec<serde_json::Value> = outcomes
         .iter()
+        .filter(|o| o.claim_token.is_some())
         .map(|o| {
             serde_json::json!({
                 "id": o.delivery_id,
@@ -501,4 +602,94 @@ pub fn state_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
     serde_json::Value::from(rows).to_string()
 }
 
-pub(crate) use {impl_store, publish};
+/// Each callback's net effect in this batch (its last attempt decides), as one JSON array of
+/// `{"c": callback id, "k": "ok" | "fail" | "gone", "s": failing since}`.
+pub fn effect_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
+    use std::collections::HashMap;
+
+    use crate::domain::CallbackEffect;
+
+    let mut last: HashMap<i64, CallbackEffect> = HashMap::new();
+    for outcome in outcomes {
+        let (Some(attempt), Some(effect)) = (&outcome.attempt, outcome.effect) else {
+            continue;
+        };
+        let merged = match (last.get(&attempt.callback_id), effect) {
+            // The earliest failure of a run starts the clock.
+            (Some(CallbackEffect::Failed { since: earlier }), CallbackEffect::Failed { since }) => {
+                CallbackEffect::Failed {
+                    since: since.min(*earlier),
+                }
+            }
+            (Some(CallbackEffect::Gone), _) => CallbackEffect::Gone,
+            (_, effect) => effect,
+        };
+        last.insert(attempt.callback_id, merged);
+    }
+    let rows: Vec<serde_json::Value> = last
+        .into_iter()
+        .map(|(callback, effect)| match effect {
+            CallbackEffect::Succeeded => serde_json::json!({ "c": callback, "k": "ok", "s": 0 }),
+            CallbackEffect::Failed { since } => {
+                serde_json::json!({ "c": callback, "k": "fail", "s": since })
+            }
+            CallbackEffect::Gone => serde_json::json!({ "c": callback, "k": "gone", "s": 0 }),
+        })
+        .collect();
+    serde_json::Value::from(rows).to_string()
+}
+
+/// Applies `effect_rows` to the callbacks inside the recording transaction: clear on success,
+/// start the clock on failure, disable on 410 or on a clock older than the rule's cutoff.
+macro_rules! apply_effects {
+    ($self:ident, $tx:ident, $effects:ident, $now:ident, $disable:ident) => {{
+        let effect_ids = |kind: &str| {
+            format!(
+                "SELECT CAST(value->>'c' AS BIGINT) FROM {} WHERE value->>'k' = '{kind}'",
+                Self::JSON_ROWS
+            )
+        };
+        sqlx::query(&format!(
+            "UPDATE callbacks SET failure_time = NULL \
+             WHERE failure_time IS NOT NULL AND id IN ({})",
+            effect_ids("ok")
+        ))
+        .bind(&$effects)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE callbacks SET failure_time = j.since \
+             FROM (SELECT CAST(value->>'c' AS BIGINT) AS id, CAST(value->>'s' AS BIGINT) AS since \
+                   FROM {} WHERE value->>'k' = 'fail') AS j \
+             WHERE callbacks.id = j.id AND callbacks.failure_time IS NULL",
+            Self::JSON_ROWS
+        ))
+        .bind(&$effects)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE callbacks SET enabled = FALSE, updated_at = $2, \
+                 failure_time = COALESCE(failure_time, $2), \
+                 disabled_reason = 'the receiver answered 410 Gone' \
+             WHERE enabled AND id IN ({})",
+            effect_ids("gone")
+        ))
+        .bind(&$effects)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE callbacks SET enabled = FALSE, updated_at = $2, disabled_reason = $4 \
+             WHERE enabled AND failure_time IS NOT NULL AND failure_time <= $3 AND id IN ({})",
+            effect_ids("fail")
+        ))
+        .bind(&$effects)
+        .bind($now)
+        .bind($disable.cutoff)
+        .bind(&$disable.reason)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+pub(crate) use {apply_effects, impl_store, publish};
