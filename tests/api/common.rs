@@ -108,6 +108,24 @@ impl TestDb {
         }
     }
 
+    /// One integer from raw SQL against the test database (counts, states).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                value
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                value
+            }
+        }
+    }
+
     /// The PostgreSQL admin URL and database name (PostgreSQL only).
     pub fn pg(&self) -> &(String, String) {
         self.pg.as_ref().expect("a PostgreSQL test database")

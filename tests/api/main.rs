@@ -8,3 +8,4 @@ mod edges;
 mod members;
 mod processes;
 mod receiver;
+mod resilience;

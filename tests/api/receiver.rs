@@ -37,6 +37,8 @@ pub enum Answer {
     Redirect(String),
     /// Waits this long, then answers 200 (or is cut off by the sender's timeout).
     Slow(Duration),
+    /// A status with a `Retry-After` header.
+    RetryAfter(u16, String),
 }
 
 #[derive(Default)]
@@ -146,6 +148,12 @@ async fn receive(
         )
             .into_response(),
         Answer::Redirect(to) => (StatusCode::FOUND, [("location", to)], "moved").into_response(),
+        Answer::RetryAfter(code, after) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("retry-after", after)],
+            "later",
+        )
+            .into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             "slow ok".into_response()
