@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(BASE, post(create))
         .route(&format!("{BASE}/"), post(create))
+        .route(&format!("{BASE}/batch"), post(create_batch))
         .route(&format!("{BASE}/callback_list"), get(list))
         .route(&format!("{BASE}/callback"), delete(remove))
         .route(&format!("{BASE}/callback_enable"), put(enable))
@@ -28,15 +29,29 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateParams {
-    event: CallbackEvent,
-    region: Region,
-    url: String,
-    secret_token: Option<String>,
+pub(super) struct CreateParams {
+    pub event: CallbackEvent,
+    pub region: Region,
+    pub url: String,
+    pub secret_token: Option<String>,
 }
 
 /// Longest accepted `secretToken`, in bytes.
 const MAX_SECRET_TOKEN_LEN: usize = 1024;
+
+/// `secretToken` as stored: empty means none, and it has a length limit.
+pub(super) fn secret_token(param: Option<String>) -> Result<Option<String>> {
+    let token = param.filter(|token| !token.is_empty());
+    if token
+        .as_ref()
+        .is_some_and(|t| t.len() > MAX_SECRET_TOKEN_LEN)
+    {
+        return Err(AppError::BadRequest(format!(
+            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
+        )));
+    }
+    Ok(token)
+}
 
 /// The seed API: register (or update) one callback. Admin only.
 async fn create(
@@ -45,15 +60,7 @@ async fn create(
     Caller(user): Caller,
     Query(params): Query<CreateParams>,
 ) -> Result<Envelope<bool>> {
-    let secret_token = params.secret_token.filter(|token| !token.is_empty());
-    if secret_token
-        .as_ref()
-        .is_some_and(|t| t.len() > MAX_SECRET_TOKEN_LEN)
-    {
-        return Err(AppError::BadRequest(format!(
-            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-        )));
-    }
+    let secret_token = secret_token(params.secret_token)?;
     state.authority.require_admin(&scope.project, &user).await?;
     let url = state.vet_callback_url(params.url).await?;
     state
@@ -70,10 +77,82 @@ async fn create(
     Ok(Envelope::ok(true))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchParams {
+    event: String,
+    region: Region,
+    url: String,
+    secret_token: Option<String>,
+}
+
+/// bk-ci's `CreateCallBackResult`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult {
+    success_events: Vec<CallbackEvent>,
+    /// Event name → reason. The events are written in one statement, all or none, so a
+    /// failure is an error answer instead and this stays empty.
+    failure_events: std::collections::BTreeMap<String, String>,
+}
+
+/// Registers one URL for several events (`event=BUILD_START,BUILD_END`). Admin only.
+async fn create_batch(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Caller(user): Caller,
+    Query(params): Query<BatchParams>,
+) -> Result<Envelope<BatchResult>> {
+    let events = parse_event_list(&params.event)?;
+    let secret_token = secret_token(params.secret_token)?;
+    state.authority.require_admin(&scope.project, &user).await?;
+    let url = state.vet_callback_url(params.url).await?.into_string();
+    let rows: Vec<NewCallback> = events
+        .iter()
+        .map(|&event| NewCallback {
+            project_id: scope.project.clone(),
+            url: url.clone(),
+            event,
+            region: params.region,
+            secret_token: secret_token.clone(),
+            user: user.clone(),
+        })
+        .collect();
+    state.store.upsert_callbacks(&rows).await?;
+    Ok(Envelope::ok(BatchResult {
+        success_events: events,
+        failure_events: Default::default(),
+    }))
+}
+
+/// `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in first-seen order; any unknown
+/// name refuses the whole list.
+fn parse_event_list(raw: &str) -> Result<Vec<CallbackEvent>> {
+    let mut events = Vec::new();
+    for name in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let event: CallbackEvent = name
+            .parse()
+            .map_err(|e| AppError::BadRequest(format!("invalid query parameter: event: {e}")))?;
+        if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    if events.is_empty() {
+        return Err(AppError::BadRequest(
+            "query parameter event must name at least one event".to_owned(),
+        ));
+    }
+    Ok(events)
+}
+
 /// A callback as the API shows it; the token itself never leaves the service.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct CallbackRecord {
+pub(super) struct CallbackRecord {
     id: CallbackId,
     project_id: ProjectId,
     call_back_url: String,
@@ -123,7 +202,15 @@ async fn list(
         .authority
         .require_member(&scope.project, &user)
         .await?;
-    let (count, callbacks) = state.store.list_callbacks(&scope.project, request).await?;
+    page_of(&state, &scope.project, request).await
+}
+
+pub(super) async fn page_of(
+    state: &AppState,
+    project: &ProjectId,
+    request: crate::domain::PageRequest,
+) -> Result<Envelope<Page<CallbackRecord>>> {
+    let (count, callbacks) = state.store.list_callbacks(project, request).await?;
     let records = callbacks.into_iter().map(CallbackRecord::from).collect();
     Ok(Envelope::ok(Page::new(request, count, records)))
 }

@@ -4,6 +4,7 @@ mod callbacks;
 pub mod envelope;
 mod events;
 pub mod extract;
+mod global;
 mod health;
 mod history;
 mod members;
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(callbacks::router())
         .merge(events::router())
+        .merge(global::router())
         .merge(history::router())
         .merge(members::router())
         .merge(health::router())

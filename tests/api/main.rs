@@ -3,6 +3,7 @@
 mod callbacks;
 mod cli;
 mod common;
+mod completeness;
 mod delivery;
 mod edges;
 mod members;

@@ -1,0 +1,152 @@
+//! The rest of the v4 resource and the op API: batch create, global callbacks.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{
+    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, enc,
+};
+use crate::receiver::Receiver;
+
+backend_tests!(
+    batch_create_registers_each_event_once,
+    global_callbacks_receive_project_events_of_every_project
+);
+
+async fn batch_create_registers_each_event_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.set_member("demo", "alice", "admin").await;
+    server.set_member("demo", "mary", "member").await;
+    let url = enc("http://93.184.215.14/batch");
+    let batch = |user: &'static str, events: &str| {
+        let server = &server;
+        let tail = format!(
+            "/batch?event={}&region=OSS&url={url}&secretToken=t",
+            enc(events)
+        );
+        async move { server.v4(Method::POST, "demo", &tail, Some(user)).await }
+    };
+
+    let (status, body) = batch("alice", " BUILD_START, BUILD_END,BUILD_START ,").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": 0, "data": {"successEvents": ["BUILD_START", "BUILD_END"], "failureEvents": {}}})
+    );
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 2);
+
+    assert_error(
+        &batch("alice", "BUILD_END,NOPE,BUILD_TASK_END").await,
+        400,
+        400,
+        &["NOPE", "event"],
+    );
+    assert_error(&batch("alice", " , ").await, 400, 400, &["event"]);
+    assert_error(&batch("mary", "BUILD_END").await, 403, 2101104, &["mary"]);
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 2, "refused batches wrote nothing");
+
+    // Again with one more event: the existing rows are updated in place, one is added.
+    let (_, body) = batch("alice", "BUILD_END,BUILD_TASK_END").await;
+    assert_eq!(
+        body["data"]["successEvents"],
+        json!(["BUILD_END", "BUILD_TASK_END"])
+    );
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 3);
+}
+
+async fn global_callbacks_receive_project_events_of_every_project(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, DELIVERY_VARS).await;
+    let receiver = Receiver::start().await;
+    let token = ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN);
+    let op = ("X-DEVOPS-UID", "ops");
+    let create = |event: &str| {
+        format!(
+            "/op/callbacks/global?event={event}&region=IDC&url={}&secretToken=g",
+            enc(&receiver.url("/global"))
+        )
+    };
+    let ok = (StatusCode::OK, json!({"status": 0, "data": true}));
+    assert_eq!(
+        server
+            .call(Method::POST, &create("PROJECT_UPDATE"), &[token, op])
+            .await,
+        ok
+    );
+    assert_error(
+        &server
+            .call(Method::POST, &create("BUILD_END"), &[token, op])
+            .await,
+        400,
+        400,
+        &["PROJECT_"],
+    );
+    assert_error(
+        &server
+            .call(Method::POST, &create("PROJECT_UPDATE"), &[op])
+            .await,
+        401,
+        401,
+        &[],
+    );
+
+    let (status, list) = server
+        .call(Method::GET, "/op/callbacks/global", &[token])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"]["count"], 1);
+    let record = &list["data"]["records"][0];
+    assert_eq!(
+        (record["projectId"].clone(), record["events"].clone()),
+        (json!("DEVOPS_ALL_PROJECT"), json!("PROJECT_UPDATE"))
+    );
+
+    // Project events of two projects reach it; other events and other project events do not.
+    for project in ["alpha", "beta"] {
+        let (_, answer) = server
+            .publish(
+                project,
+                r#"{"event":"PROJECT_UPDATE","data":{"enable":true}}"#,
+            )
+            .await;
+        assert_eq!(answer["data"]["deliveries"], 1, "{project}");
+    }
+    let (_, answer) = server
+        .publish("alpha", r#"{"event":"PROJECT_DISABLE","data":{}}"#)
+        .await;
+    assert_eq!(answer["data"]["deliveries"], 0);
+    let (_, answer) = server
+        .publish("alpha", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    assert_eq!(answer["data"]["deliveries"], 0);
+    let received = receiver.wait_for(2, Duration::from_secs(15)).await;
+    assert!(
+        received
+            .iter()
+            .all(|r| r.header("x-devops-webhook-token") == "g")
+    );
+
+    let id = record["id"].as_i64().unwrap();
+    let path = format!("/op/callbacks/global/{id}");
+    assert_eq!(server.call(Method::DELETE, &path, &[token]).await, ok);
+    assert_error(
+        &server.call(Method::DELETE, &path, &[token]).await,
+        404,
+        2101136,
+        &[],
+    );
+    assert_error(
+        &server
+            .call(Method::DELETE, "/op/callbacks/global/x", &[token])
+            .await,
+        400,
+        400,
+        &[],
+    );
+}
