@@ -48,6 +48,7 @@ pub struct AppState {
 impl AppState {
     /// Must be called inside the runtime: it starts the registration writer's task.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        telemetry::metrics();
         let ssrf = Arc::new(SsrfGuard::new(config.allowed_cidrs.clone()));
         Self {
             callbacks: CallbackWriter::start(store.clone()),

@@ -45,6 +45,7 @@ pub async fn publish(
     let published = tokio::spawn(async move { store.publish(&events).await })
         .await
         .map_err(|e| AppError::Internal(format!("intake task failed: {e}")))??;
+    metrics::counter!(crate::telemetry::names::EVENTS_ACCEPTED).increment(published.len() as u64);
     if published.iter().any(|p| p.deliveries > 0) {
         wake.notify_one();
     }

@@ -8,6 +8,7 @@ mod global;
 mod health;
 mod history;
 mod members;
+mod metrics;
 mod paging;
 
 use std::any::Any;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::error::{AppError, ErrorDetail};
+use crate::telemetry::names;
 
 pub fn app(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
@@ -37,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(global::router())
         .merge(history::router())
         .merge(members::router())
+        .merge(metrics::router())
         .merge(health::router())
         .with_state(state);
     with_edges(routes, timeout, max_body_bytes)
@@ -81,6 +84,13 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 /// request span.
 async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     let uri = request.uri().clone();
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => AppError::Unavailable(format!(
@@ -89,6 +99,15 @@ async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> 
         ))
         .into_response(),
     };
+    ::metrics::histogram!(names::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    ::metrics::counter!(
+        names::HTTP_REQUESTS,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::error!(status = response.status().as_u16(), "{detail}");
     }

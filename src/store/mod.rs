@@ -36,6 +36,15 @@ pub struct Claim<'a> {
     pub busy_hosts: &'a [String],
 }
 
+/// A snapshot for the metrics.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct QueueStats {
+    pub due: i64,
+    pub leased: i64,
+    pub retrying: i64,
+    pub disabled_callbacks: i64,
+}
+
 /// When failing callbacks are disabled.
 #[derive(Debug, Clone)]
 pub struct DisableRule {
@@ -137,6 +146,10 @@ pub trait Store: Send + Sync + 'static {
         filter: &HistoryFilter,
         page: PageRequest,
     ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
+
+    /// How many deliveries are due, leased and waiting to be retried, and how many callbacks are
+    /// disabled, for the metrics.
+    async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats>;
 
     /// Wakes `wake` whenever another process commits new deliveries; runs until the process
     /// ends. Backends without cross-process notifications return at once (the poll covers them).

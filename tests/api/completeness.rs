@@ -12,7 +12,8 @@ use crate::receiver::Receiver;
 
 backend_tests!(
     batch_create_registers_each_event_once,
-    global_callbacks_receive_project_events_of_every_project
+    global_callbacks_receive_project_events_of_every_project,
+    metrics_move_after_a_delivery,
 );
 
 async fn batch_create_registers_each_event_once(backend: Backend) {
@@ -148,5 +149,84 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
         400,
         400,
         &[],
+    );
+}
+
+/// The value of one sample in Prometheus text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(server: &TestServer) -> String {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    response.text().await.unwrap()
+}
+
+async fn metrics_move_after_a_delivery(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, DELIVERY_VARS).await;
+    server.set_member("demo", "alice", "admin").await;
+    let receiver = Receiver::start().await;
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/m"), None)
+        .await;
+    let success = r#"devops_callbacks_deliveries_total{outcome="success"}"#;
+    let before = scrape(&server).await;
+
+    server
+        .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    receiver.wait_for(1, Duration::from_secs(15)).await;
+    let mut after = scrape(&server).await;
+    for _ in 0..50 {
+        if sample(&after, success) > sample(&before, success) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(&server).await;
+    }
+    assert!(
+        sample(&after, success) > sample(&before, success),
+        "{after}"
+    );
+    assert!(
+        after.contains("devops_callbacks_delivery_attempt_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"devops_callbacks_delivery_queue{state="due"}"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"route="/{apigw_type}/v4/projects/{project_id}/callbacks""#),
+        "{after}"
+    );
+    assert!(sample(&after, "devops_callbacks_events_accepted_total") >= 1.0);
+
+    let (_, list) = server.list("demo", "alice", "").await;
+    let id = list["data"]["records"][0]["id"].as_i64().unwrap();
+    server
+        .v4(
+            Method::PUT,
+            "demo",
+            &format!("/callback_disable?id={id}"),
+            Some("alice"),
+        )
+        .await;
+    assert_eq!(
+        sample(
+            &scrape(&server).await,
+            "devops_callbacks_callbacks_disabled"
+        ),
+        1.0
     );
 }
