@@ -49,7 +49,10 @@ impl AppState {
     /// Must be called inside the runtime: it starts the registration writer's task.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
         telemetry::metrics();
-        let ssrf = Arc::new(SsrfGuard::new(config.allowed_cidrs.clone()));
+        let ssrf = Arc::new(SsrfGuard::new(
+            config.allowed_cidrs.clone(),
+            config.allowlist_only,
+        ));
         Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::local(store.clone(), config.auth_cache_ttl)),

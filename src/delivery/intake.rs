@@ -20,6 +20,11 @@ pub fn accept(
     data: &RawValue,
     event_id: Option<&str>,
 ) -> Result<NewEvent> {
+    if !data.get().trim_start().starts_with('{') {
+        return Err(AppError::BadRequest(
+            "data must be a JSON object".to_owned(),
+        ));
+    }
     let event_id = match event_id {
         None => EventId::generate(),
         Some(raw) => raw

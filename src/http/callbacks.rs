@@ -1,38 +1,45 @@
 //! The v4 callback resource: `/{apigwType}/v4/projects/{projectId}/callbacks…`.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
-use crate::http::extract::{Caller, ProjectScope, Query};
+use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::extract::{Caller, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(BASE, post(create))
-        .route(&format!("{BASE}/"), post(create))
-        .route(&format!("{BASE}/batch"), post(create_batch))
-        .route(&format!("{BASE}/callback_list"), get(list))
-        .route(&format!("{BASE}/callback"), delete(remove))
-        .route(&format!("{BASE}/callback_enable"), put(enable))
-        .route(&format!("{BASE}/callback_disable"), put(disable))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        // bk-ci clients also call the class path with a trailing slash.
+        .route(&format!("{BASE}/"), axum::routing::post(create))
+        .routes(routes!(create_batch))
+        .routes(routes!(list))
+        .routes(routes!(remove))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub(super) struct CreateParams {
     pub event: CallbackEvent,
     pub region: Region,
+    /// An http(s) URL whose host resolves to public addresses only (see the SSRF rule).
+    #[param(max_length = 1024)]
     pub url: String,
+    /// Sent as `X-DEVOPS-WEBHOOK-TOKEN` and used to sign deliveries; never shown again.
+    #[param(max_length = 1024)]
     pub secret_token: Option<String>,
 }
 
@@ -54,6 +61,14 @@ pub(super) fn secret_token(param: Option<String>) -> Result<Option<String>> {
 }
 
 /// The seed API: register (or update) one callback. Admin only.
+#[utoipa::path(
+    post,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks",
+    operation_id = "callback_create",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), CreateParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn create(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -77,17 +92,33 @@ async fn create(
     Ok(Envelope::ok(true))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct BatchParams {
+    /// Comma-separated event names, e.g. `BUILD_START,BUILD_END`.
+    #[param(schema_with = event_list_schema, required = true)]
     event: String,
     region: Region,
+    #[param(max_length = 1024)]
     url: String,
+    #[param(max_length = 1024)]
     secret_token: Option<String>,
 }
 
+/// The schema of `event` in the batch create: event names separated by commas, with spaces
+/// and tabs around them (built from the enum, so it cannot drift).
+fn event_list_schema() -> utoipa::openapi::schema::Object {
+    let names: Vec<&str> = CallbackEvent::ALL.iter().map(|e| e.as_str()).collect();
+    let one = format!("[ \t]*({})[ \t]*", names.join("|"));
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^{one}(,{one})*$")))
+        .build()
+}
+
 /// bk-ci's `CreateCallBackResult`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BatchResult {
     success_events: Vec<CallbackEvent>,
@@ -97,6 +128,14 @@ struct BatchResult {
 }
 
 /// Registers one URL for several events (`event=BUILD_START,BUILD_END`). Admin only.
+#[utoipa::path(
+    post,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/batch",
+    operation_id = "callback_batch_create",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), BatchParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn create_batch(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -125,15 +164,17 @@ async fn create_batch(
     }))
 }
 
-/// `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in first-seen order; any unknown
-/// name refuses the whole list.
+/// `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in first-seen order; an unknown or
+/// empty name refuses the whole list.
 fn parse_event_list(raw: &str) -> Result<Vec<CallbackEvent>> {
     let mut events = Vec::new();
-    for name in raw
-        .split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-    {
+    for name in raw.split(',').map(|name| name.trim_matches([' ', '\t'])) {
+        if name.is_empty() {
+            return Err(AppError::BadRequest(
+                "query parameter event must be event names separated by commas, none empty"
+                    .to_owned(),
+            ));
+        }
         let event: CallbackEvent = name
             .parse()
             .map_err(|e| AppError::BadRequest(format!("invalid query parameter: event: {e}")))?;
@@ -141,16 +182,11 @@ fn parse_event_list(raw: &str) -> Result<Vec<CallbackEvent>> {
             events.push(event);
         }
     }
-    if events.is_empty() {
-        return Err(AppError::BadRequest(
-            "query parameter event must name at least one event".to_owned(),
-        ));
-    }
     Ok(events)
 }
 
 /// A callback as the API shows it; the token itself never leaves the service.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct CallbackRecord {
     id: CallbackId,
@@ -191,6 +227,14 @@ impl From<Callback> for CallbackRecord {
 }
 
 /// Every callback of the project, disabled ones included, newest first. Members only.
+#[utoipa::path(
+    get,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_list",
+    operation_id = "callback_list",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), PageParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -215,12 +259,22 @@ pub(super) async fn page_of(
     Ok(Envelope::ok(Page::new(request, count, records)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IdParams {
+    /// The callback's id, as `callback_list` shows it.
     id: CallbackId,
 }
 
 /// Deletes one callback of the project. Admin only.
+#[utoipa::path(
+    delete,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback",
+    operation_id = "callback_delete",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn remove(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -235,6 +289,14 @@ async fn remove(
 }
 
 /// Enables a callback and clears its failure state. Admin only.
+#[utoipa::path(
+    put,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_enable",
+    operation_id = "callback_enable",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn enable(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -245,6 +307,14 @@ async fn enable(
 }
 
 /// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
+#[utoipa::path(
+    put,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_disable",
+    operation_id = "callback_disable",
+    tag = "callbacks",
+    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn disable(
     State(state): State<AppState>,
     scope: ProjectScope,

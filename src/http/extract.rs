@@ -70,7 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let text = value.to_str().map_err(|_| {
             AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
         })?;
-        match text.parse::<UserId>() {
+        match text.trim().parse::<UserId>() {
             Ok(user) => Ok(Self(user)),
             Err(crate::domain::InvalidId::Blank) => Err(AppError::Unauthorized(
                 "header X-DEVOPS-UID must not be blank".to_owned(),
@@ -86,9 +86,15 @@ pub struct ProjectScope {
     pub project: ProjectId,
 }
 
-#[derive(Deserialize)]
-struct ProjectScopeParams {
+/// The path of the v4 resource (and its documentation).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectScopeParams {
+    /// The gateway flavour.
+    #[param(value_type = ApigwType)]
     apigw_type: String,
+    /// The project's English name.
+    #[param(value_type = ProjectId)]
     project_id: String,
 }
 

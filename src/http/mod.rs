@@ -12,6 +12,7 @@ mod metrics;
 mod paging;
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,20 +21,43 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+use crate::domain::ApigwType;
 use crate::error::{AppError, ErrorDetail};
 use crate::telemetry::names;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "devops-callbacks",
+        description = "Project callbacks compatible with the bk-ci OpenAPI v4 callback resource, \
+                       and their reliable delivery. Every response is the envelope \
+                       {status, message, data}; status 0 is success."
+    ),
+    components(schemas(ApigwType)),
+    tags(
+        (name = "callbacks", description = "The v4 callback resource"),
+        (name = "history", description = "Delivery attempts"),
+        (name = "intake", description = "Event intake (service token)"),
+        (name = "op", description = "Operations API (service token)"),
+        (name = "health", description = "Health, readiness, metrics, this document")
+    )
+)]
+struct ApiDoc;
 
 pub fn app(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
     let max_body_bytes = state.config.max_body_bytes;
-    let routes = Router::new()
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(callbacks::router())
         .merge(events::router())
         .merge(global::router())
@@ -41,8 +65,44 @@ pub fn app(state: AppState) -> Router {
         .merge(members::router())
         .merge(metrics::router())
         .merge(health::router())
+        .split_for_parts();
+    api.paths.add_path_operation(
+        "/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .tag("health")
+            .operation_id(Some("openapi"))
+            .summary(Some("This OpenAPI document"))
+            .response(
+                "200",
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("The OpenAPI document")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new().build(),
+                    ),
+            )
+            .build(),
+    );
+    let document: Arc<str> = api
+        .to_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    let routes = routes
+        .route(
+            "/openapi.json",
+            get(move || serve_document(document.clone())),
+        )
         .with_state(state);
     with_edges(routes, timeout, max_body_bytes)
+}
+
+async fn serve_document(document: Arc<str>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
+    )
+        .into_response()
 }
 
 /// The layers that make every response an envelope with a request id, whatever went wrong:

@@ -31,7 +31,7 @@ async fn batch_create_registers_each_event_once(backend: Backend) {
         async move { server.v4(Method::POST, "demo", &tail, Some(user)).await }
     };
 
-    let (status, body) = batch("alice", " BUILD_START, BUILD_END,BUILD_START ,").await;
+    let (status, body) = batch("alice", " BUILD_START,\tBUILD_END,BUILD_START ").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
@@ -47,6 +47,13 @@ async fn batch_create_registers_each_event_once(backend: Backend) {
         &["NOPE", "event"],
     );
     assert_error(&batch("alice", " , ").await, 400, 400, &["event"]);
+    assert_error(
+        &batch("alice", "BUILD_END,").await,
+        400,
+        400,
+        &["event", "empty"],
+    );
+    assert_error(&batch("alice", "").await, 400, 400, &["event"]);
     assert_error(&batch("mary", "BUILD_END").await, 403, 2101104, &["mary"]);
     let (_, list) = server.list("demo", "alice", "").await;
     assert_eq!(list["data"]["count"], 2, "refused batches wrote nothing");
@@ -229,4 +236,78 @@ async fn metrics_move_after_a_delivery(backend: Backend) {
         ),
         1.0
     );
+}
+
+/// The document is generated from the handlers: every route is in it, once, with the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let response = reqwest::get(server.url("/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut operations: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{method} {path}"))
+        })
+        .collect();
+    operations.sort();
+    let v4 = "/{apigw_type}/v4/projects/{project_id}/callbacks";
+    let mut expected: Vec<String> = [
+        format!("post {v4}"),
+        format!("post {v4}/batch"),
+        format!("get {v4}/callback_list"),
+        format!("delete {v4}/callback"),
+        format!("put {v4}/callback_enable"),
+        format!("put {v4}/callback_disable"),
+        format!("get {v4}/callback_history"),
+        format!("post {v4}/callback_retry"),
+        "post /service/callbacks/projects/{project_id}/events".to_owned(),
+        "post /service/callbacks/events:batch".to_owned(),
+        "post /op/callbacks/global".to_owned(),
+        "get /op/callbacks/global".to_owned(),
+        "delete /op/callbacks/global/{id}".to_owned(),
+        "put /op/projects/{project_id}/members/{user_id}".to_owned(),
+        "delete /op/projects/{project_id}/members/{user_id}".to_owned(),
+        "get /op/projects/{project_id}/members".to_owned(),
+        "get /healthz".to_owned(),
+        "get /readyz".to_owned(),
+        "get /metrics".to_owned(),
+        "get /openapi.json".to_owned(),
+    ]
+    .into();
+    expected.sort();
+    assert_eq!(operations, expected);
+    let create = &document["paths"][v4]["post"];
+    let names: Vec<&str> = create["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "apigw_type",
+            "project_id",
+            "X-DEVOPS-UID",
+            "event",
+            "region",
+            "url",
+            "secretToken"
+        ]
+    );
+    assert_eq!(
+        create["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorEnvelope"
+    );
+    let events = &document["components"]["schemas"]["CallbackEvent"]["enum"];
+    assert_eq!(events.as_array().unwrap().len(), 18);
 }

@@ -8,5 +8,6 @@ mod delivery;
 mod edges;
 mod members;
 mod processes;
+mod readme;
 mod receiver;
 mod resilience;

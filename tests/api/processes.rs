@@ -16,14 +16,16 @@ backend_tests!(
 
 const EVENTS: usize = 2000;
 
-struct ServerProcess {
-    child: tokio::process::Child,
-    base: String,
+/// The service binary as a child process on a free port, logging to a file.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
     log: std::path::PathBuf,
 }
 
 impl ServerProcess {
-    async fn start(
+    /// Starts `devops-callbacks serve` on `db` (loopback callbacks allowed) and waits until ready.
+    pub async fn start(
         db: &TestDb,
         log_dir: &std::path::Path,
         name: &str,
