@@ -3,7 +3,8 @@
 //!
 //! `GET /stats`: `{"received", "distinct", "first_ms", "last_ms"}` (epoch ms).
 //! `GET /arrivals`: CSV `unique_id,arrived_ms` of the first arrival of each id.
-//! `POST /reset`: forgets everything. `LISTEN_ADDR` (default 127.0.0.1:9900).
+//! `POST /reset`: forgets everything. `LISTEN_ADDR` (default 127.0.0.1:9900). `HOLD_MS` (default
+//! 0): hold every delivery this long before answering, to play a receiver that times out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ struct Arrivals {
 
 type Shared = Arc<Mutex<Arrivals>>;
 
+/// How long each delivery is held before the answer.
+static HOLD: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 fn now_ms() -> f64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -38,11 +42,17 @@ async fn receive(State(arrivals): State<Shared>, headers: HeaderMap) -> &'static
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut arrivals = arrivals.lock().expect("not poisoned");
-    arrivals.received += 1;
-    arrivals.first_ms.entry(id).or_insert(at);
-    arrivals.earliest.get_or_insert(at);
-    arrivals.latest = Some(at);
+    {
+        let mut arrivals = arrivals.lock().expect("not poisoned");
+        arrivals.received += 1;
+        arrivals.first_ms.entry(id).or_insert(at);
+        arrivals.earliest.get_or_insert(at);
+        arrivals.latest = Some(at);
+    }
+    let hold = HOLD.get().copied().unwrap_or_default();
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     "ok"
 }
 
@@ -74,6 +84,11 @@ async fn reset(State(arrivals): State<Shared>) -> &'static str {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:9900".to_owned());
+    let hold_ms = std::env::var("HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    HOLD.get_or_init(|| std::time::Duration::from_millis(hold_ms));
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/arrivals", get(dump))

@@ -3,8 +3,10 @@
 //!
 //! Isolation: first attempts and retries are claimed in separate lanes (retries get at most a
 //! quarter of the slots while fresh events wait), and each host may hold at most
-//! `DELIVERY_MAX_IN_FLIGHT_PER_HOST` attempts; a host at its cap is left out of claims, so a dead
-//! or slow receiver cannot take the slots of healthy ones.
+//! `DELIVERY_MAX_IN_FLIGHT_PER_HOST` attempts. Claimed deliveries beyond a host's cap wait in a
+//! queue of that host, short enough that even behind attempts that all time out they start
+//! within their lease, and go as soon as one of its attempts ends; a host whose queue is full is
+//! left out of claims, so a dead or slow receiver cannot take the slots of healthy ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,12 +44,16 @@ pub struct Workers {
     wake: Arc<Notify>,
     concurrency: usize,
     per_host: usize,
+    /// Most claimed deliveries waiting for one host.
+    queue_cap: usize,
     lease: Duration,
     poll: Duration,
     grace: Duration,
     disable_after: Duration,
-    /// Attempts in flight per host.
-    hosts: Mutex<HashMap<String, usize>>,
+    /// Attempts in flight, and claimed deliveries waiting, per host.
+    hosts: Mutex<HashMap<String, HostLoad>>,
+    /// Set when the process stops: queued deliveries are then handed back, not started.
+    stopping: std::sync::atomic::AtomicBool,
     /// Claimed deliveries not yet handed to the recorder: released if shutdown cuts them off.
     held: Mutex<HashMap<i64, (String, u32)>>,
 }
@@ -66,11 +72,13 @@ impl Workers {
             wake,
             concurrency: config.delivery_concurrency,
             per_host: config.max_in_flight_per_host,
+            queue_cap: queue_capacity(config),
             lease: config.delivery_lease,
             poll: config.delivery_poll,
             grace: config.shutdown_grace,
             disable_after: config.callback_disable_after,
             hosts: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +105,9 @@ impl Workers {
         ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
+        workers
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         watcher.abort();
 
         let drained = tokio::time::timeout(workers.grace, async {
@@ -105,17 +116,22 @@ impl Workers {
         .await;
         if drained.is_err() {
             in_flight.shutdown().await;
-            let cut_off: Vec<(i64, (String, u32))> =
-                workers.held.lock().expect("not poisoned").drain().collect();
-            tracing::warn!(
-                released = cut_off.len(),
-                "attempts still running after the grace period were stopped; their deliveries are released"
+            tracing::warn!("attempts still running after the grace period were stopped");
+        }
+        // Whatever was claimed but not attempted to the end (cut off, or still queued for its
+        // host) goes back for another process at once.
+        let unfinished: Vec<(i64, (String, u32))> =
+            workers.held.lock().expect("not poisoned").drain().collect();
+        if !unfinished.is_empty() {
+            tracing::info!(
+                released = unfinished.len(),
+                "handing unfinished deliveries back"
             );
-            for (id, (token, attempts)) in cut_off {
-                let _ = outcomes
-                    .send(put_back(id, token, attempts, now_millis()))
-                    .await;
-            }
+        }
+        for (id, (token, attempts)) in unfinished {
+            let _ = outcomes
+                .send(put_back(id, token, attempts, now_millis()))
+                .await;
         }
         drop(outcomes);
         let _ = recorder.await;
@@ -150,27 +166,22 @@ impl Workers {
             let more_due = fresh.len() == fresh_limit || fresh.len() + retries.len() == wanted;
             let mut first_slot = Some(first_slot);
             for delivery in fresh.into_iter().chain(retries) {
-                if !self.reserve_host(&delivery.host) {
-                    metrics::counter!(names::DELIVERIES, "outcome" => "deferred").increment(1);
-                    let later = now_millis() + millis(HOST_BUSY_DELAY);
-                    let _ = outcomes
-                        .send(put_back(
-                            delivery.id,
-                            delivery.claim_token,
-                            delivery.attempts,
-                            later,
-                        ))
-                        .await;
-                    continue;
-                }
+                let delivery = match self.admit(delivery) {
+                    Admission::Start(delivery) => delivery,
+                    Admission::Queued => continue,
+                    Admission::Full(delivery) => {
+                        metrics::counter!(names::DELIVERIES, "outcome" => "deferred").increment(1);
+                        let later = now_millis() + millis(HOST_BUSY_DELAY);
+                        let outcome =
+                            put_back(delivery.id, delivery.claim_token, delivery.attempts, later);
+                        let _ = outcomes.send(outcome).await;
+                        continue;
+                    }
+                };
                 let slot = match first_slot.take() {
                     Some(slot) => slot,
                     None => slots.clone().acquire_owned().await.expect("never closed"),
                 };
-                self.held.lock().expect("not poisoned").insert(
-                    delivery.id,
-                    (delivery.claim_token.clone(), delivery.attempts),
-                );
                 in_flight.spawn(self.clone().attempt(delivery, outcomes.clone(), slot));
             }
             drop(first_slot);
@@ -212,39 +223,63 @@ impl Workers {
         Ok((fresh, retries))
     }
 
+    /// Hosts whose attempts and queue are both full: claims leave them out.
     fn busy_hosts(&self) -> Vec<String> {
         let hosts = self.hosts.lock().expect("not poisoned");
         hosts
             .iter()
-            .filter(|&(_, &n)| n >= self.per_host)
+            .filter(|(_, load)| {
+                load.in_flight >= self.per_host && load.queued.len() >= self.queue_cap
+            })
             .map(|(host, _)| host.clone())
             .collect()
     }
 
-    /// Takes one of the host's places, if it has one left.
-    fn reserve_host(&self, host: &str) -> bool {
+    /// Starts a claimed delivery if its host has room, else queues it behind the host's attempts
+    /// (then it counts as held, to be handed back if the process stops first).
+    fn admit(&self, delivery: ClaimedDelivery) -> Admission {
         let mut hosts = self.hosts.lock().expect("not poisoned");
-        let in_flight = hosts.entry(host.to_owned()).or_default();
-        if *in_flight >= self.per_host {
-            return false;
+        let load = hosts.entry(delivery.host.clone()).or_default();
+        let held = (delivery.claim_token.clone(), delivery.attempts);
+        if load.in_flight < self.per_host {
+            load.in_flight += 1;
+        } else if load.queued.len() < self.queue_cap {
+            self.held
+                .lock()
+                .expect("not poisoned")
+                .insert(delivery.id, held);
+            load.queued.push_back(delivery);
+            return Admission::Queued;
+        } else {
+            return Admission::Full(delivery);
         }
-        *in_flight += 1;
-        true
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .insert(delivery.id, held);
+        Admission::Start(delivery)
     }
 
-    fn release_host(&self, host: &str) {
+    /// After an attempt to `host`: its next queued delivery (which takes over the place), or
+    /// `None` when nothing waits (the place is given up) or the process is stopping.
+    fn next_for_host(&self, host: &str) -> Option<ClaimedDelivery> {
         let mut hosts = self.hosts.lock().expect("not poisoned");
-        if let Some(in_flight) = hosts.get_mut(host) {
-            let was_full = *in_flight >= self.per_host;
-            *in_flight -= 1;
-            if *in_flight == 0 {
-                hosts.remove(host);
-            }
-            if was_full {
-                // Deliveries held back for this host may go now.
-                self.wake.notify_one();
-            }
+        let load = hosts.get_mut(host)?;
+        let was_full = load.queued.len() >= self.queue_cap;
+        if was_full {
+            // The host was left out of claims; it has room again.
+            self.wake.notify_one();
         }
+        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(next) = load.queued.pop_front()
+        {
+            return Some(next);
+        }
+        load.in_flight -= 1;
+        if load.in_flight == 0 && load.queued.is_empty() {
+            hosts.remove(host);
+        }
+        None
     }
 
     /// Sleep until the next retry falls due, but never longer than the poll interval.
@@ -258,18 +293,24 @@ impl Workers {
         }
     }
 
+    /// Delivers, then goes on with the deliveries queued for the same host, in the same slot.
     async fn attempt(
         self: Arc<Self>,
-        delivery: ClaimedDelivery,
+        mut delivery: ClaimedDelivery,
         outcomes: mpsc::Sender<DeliveryOutcome>,
         slot: OwnedSemaphorePermit,
     ) {
-        let (id, host) = (delivery.id, delivery.host.clone());
-        let outcome = self.deliver(delivery).await;
-        self.release_host(&host);
-        // Holding the slot until the recorder took the outcome keeps memory bounded.
-        let _ = outcomes.send(outcome).await;
-        self.held.lock().expect("not poisoned").remove(&id);
+        loop {
+            let (id, host) = (delivery.id, delivery.host.clone());
+            let outcome = self.deliver(delivery).await;
+            // Holding the slot until the recorder took the outcome keeps memory bounded.
+            let _ = outcomes.send(outcome).await;
+            self.held.lock().expect("not poisoned").remove(&id);
+            match self.next_for_host(&host) {
+                Some(next) => delivery = next,
+                None => break,
+            }
+        }
         drop(slot);
     }
 
@@ -384,6 +425,28 @@ pub async fn send_attempt(
         end_time: now_millis(),
     };
     (attempt, result)
+}
+
+/// How many claimed deliveries may wait for one host: as many as fit before their lease runs out
+/// even if every attempt ahead of them takes the whole timeout, and at most one process's worth.
+fn queue_capacity(config: &Config) -> usize {
+    let waves = config.delivery_lease.as_millis() / config.delivery_timeout.as_millis().max(1);
+    let safe =
+        config.max_in_flight_per_host * usize::try_from(waves.saturating_sub(1)).unwrap_or(0);
+    safe.min(config.delivery_concurrency)
+}
+
+/// Attempts in flight to one host, and claimed deliveries waiting for a place.
+#[derive(Default)]
+struct HostLoad {
+    in_flight: usize,
+    queued: std::collections::VecDeque<ClaimedDelivery>,
+}
+
+enum Admission {
+    Start(ClaimedDelivery),
+    Queued,
+    Full(ClaimedDelivery),
 }
 
 /// Hands a claimed delivery back unattempted, due again at `due`.

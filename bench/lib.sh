@@ -1,0 +1,207 @@
+# shellcheck shell=bash
+# Helpers shared by the bench scripts (bench/create.sh, bench/deliver.sh). Source it, do not run it:
+#
+#   ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+#   # shellcheck source=lib.sh source-path=SCRIPTDIR
+#   source "$ROOT/bench/lib.sh"
+#
+# The caller has `set -euo pipefail`. Defines:
+#   ADMIN_URL                    BENCH_DATABASE_URL or postgres://postgres@127.0.0.1:5432/postgres
+#   die MESSAGE                  message on stderr, exit 1
+#   redact URL                   the URL with its password hidden
+#   need_command NAME PACKAGE    die unless NAME is on PATH
+#   psql_admin ARGS...           psql on ADMIN_URL, unaligned, tuples only, stop on error
+#   require_postgres             die unless ADMIN_URL accepts connections
+#   bench_workdir                makes $WORK and installs the cleanup traps
+#   on_cleanup FUNCTION          FUNCTION runs at exit, after the processes are stopped
+#   create_database              a fresh database; sets DB_NAME and DATABASE_URL; dropped at exit
+#   psql_db ARGS...              psql on DATABASE_URL, like psql_admin
+#   free_port                    prints a port of 127.0.0.1 that nothing listens on
+#   start_process NAME CMD...    CMD (a program, in a session of its own, or a shell function) in
+#                                the background, run from $WORK, output in $WORK/NAME.log;
+#                                stopped at exit
+#   process_pid NAME             prints its PID
+#   stop_process NAME            SIGTERM, up to 5 s, then SIGKILL
+#   wait_process NAME            waits for it to end by itself; returns its exit status
+#   wait_ready NAME URL [any]    until URL answers 2xx (any HTTP answer with "any"); dies if NAME
+#                                exits or 30 s pass, showing its log
+#   expect_ok WHAT CURL-ARGS...  one request as bench-admin that must answer 200 with "status":0
+
+export LC_ALL=C
+
+ADMIN_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+WORK=""
+DB_NAME=""
+DATABASE_URL=""
+declare -A BENCH_PIDS=()
+BENCH_STARTED=()
+BENCH_CLEANUP_HOOKS=()
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# The URL with its password hidden, for messages.
+redact() {
+    sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"
+}
+
+need_command() {
+    command -v "$1" >/dev/null || die "$1 is not installed; install it with: apt-get install -y $2"
+}
+
+psql_admin() {
+    psql "$ADMIN_URL" -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}
+
+require_postgres() {
+    psql_admin -c 'SELECT 1' >/dev/null ||
+        die "cannot connect to PostgreSQL at $(redact "$ADMIN_URL") (set BENCH_DATABASE_URL)"
+}
+
+# --- cleanup: everything a bench script starts is stopped on any exit ---------------------------
+bench_workdir() {
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/devops-callbacks-bench.XXXXXX")"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+on_cleanup() {
+    BENCH_CLEANUP_HOOKS+=("$1")
+}
+
+bench_cleanup() {
+    local status=$? i hook
+    trap - EXIT INT TERM
+    # Last started, first stopped: load generators and samplers before the servers they measure.
+    for ((i = ${#BENCH_STARTED[@]} - 1; i >= 0; i--)); do
+        stop_process "${BENCH_STARTED[i]}"
+    done
+    for hook in "${BENCH_CLEANUP_HOOKS[@]}"; do
+        "$hook" || true
+    done
+    if [[ -n "$DB_NAME" ]]; then
+        # DROP DATABASE waits a few seconds for the servers' sessions to go away.
+        psql_admin -c "DROP DATABASE IF EXISTS \"$DB_NAME\"" >/dev/null ||
+            echo "bench: could not drop database $DB_NAME; drop it by hand" >&2
+    fi
+    [[ -z "$WORK" ]] || rm -rf "$WORK"
+    exit "$status"
+}
+
+# --- fresh database ------------------------------------------------------------------------------
+create_database() {
+    DB_NAME="devops_callbacks_bench_$(printf '%04x%04x%04x' $RANDOM $RANDOM $RANDOM)"
+    psql_admin -c "CREATE DATABASE \"$DB_NAME\"" >/dev/null
+    # Same server, user and options as BENCH_DATABASE_URL, other database.
+    local scheme rest rest_no_query query
+    scheme="${ADMIN_URL%%://*}"
+    rest="${ADMIN_URL#*://}"
+    rest_no_query="${rest%%\?*}"
+    query="${rest#"$rest_no_query"}"
+    DATABASE_URL="$scheme://${rest_no_query%%/*}/$DB_NAME$query"
+    echo "bench: database $DB_NAME created"
+}
+
+psql_db() {
+    psql "$DATABASE_URL" -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}
+
+# --- processes -----------------------------------------------------------------------------------
+free_port() {
+    local port
+    for _ in $(seq 100); do
+        port=$((20000 + RANDOM % 20000))
+        # Nothing answers a connect: the port is free (for now).
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+start_process() {
+    local name=$1
+    shift
+    [[ -z "${BENCH_PIDS[$name]:-}" ]] || die "start_process: $name is already running"
+    # Run from the work dir so no .env of the checkout is picked up. A program gets a session of
+    # its own: Ctrl-C at the terminal then reaches only the script, whose cleanup stops it (a
+    # server would otherwise start its own shutdown and fail the requests still being made).
+    (
+        cd "$WORK" || exit
+        if declare -F "$1" >/dev/null; then
+            "$@"
+        else
+            exec setsid "$@"
+        fi
+    ) >"$WORK/$name.log" 2>&1 &
+    BENCH_PIDS[$name]=$!
+    BENCH_STARTED+=("$name")
+}
+
+process_pid() {
+    echo "${BENCH_PIDS[$1]:?no process named $1 was started}"
+}
+
+# Forgets NAME; nothing to do if it is not running.
+forget_process() {
+    local name=$1 i
+    unset 'BENCH_PIDS[$name]'
+    for i in "${!BENCH_STARTED[@]}"; do
+        [[ "${BENCH_STARTED[i]}" != "$name" ]] || unset 'BENCH_STARTED[i]'
+    done
+    BENCH_STARTED=("${BENCH_STARTED[@]}")
+}
+
+stop_process() {
+    local name=$1 pid
+    pid="${BENCH_PIDS[$name]:-}"
+    [[ -n "$pid" ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_process "$name"
+}
+
+wait_process() {
+    local name=$1 pid status=0
+    pid="$(process_pid "$name")"
+    wait "$pid" || status=$?
+    forget_process "$name"
+    return "$status"
+}
+
+wait_ready() {
+    local name=$1 url=$2 mode=${3:-ok} code pid
+    pid="$(process_pid "$name")"
+    for _ in $(seq 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$WORK/$name.log" >&2
+            die "$name exited during start-up (log above)"
+        fi
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)"
+        if [[ "$mode" == any && "$code" != 000 ]] || [[ "$code" == 2* ]]; then
+            return
+        fi
+        sleep 0.1
+    done
+    cat "$WORK/$name.log" >&2
+    die "$name did not become ready at $url within 30 s (log above)"
+}
+
+expect_ok() {
+    local what=$1 out code
+    shift
+    out="$(curl -s -w '\n%{http_code}' --max-time 10 -H 'X-DEVOPS-UID: bench-admin' "$@" || true)"
+    code="${out##*$'\n'}"
+    if [[ "$code" != 200 || "$out" != *'"status":0'* ]]; then
+        die "$what failed: HTTP $code: ${out%$'\n'*}"
+    fi
+}
