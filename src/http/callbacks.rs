@@ -11,8 +11,9 @@ use crate::domain::{
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::Envelope;
-use crate::http::extract::{Caller, ProjectScope, Query};
+use crate::http::extract::{ProjectScope, Query};
 use crate::http::paging::PageParams;
+use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
@@ -42,19 +43,26 @@ const MAX_SECRET_TOKEN_LEN: usize = 1024;
 async fn create(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<CreateParams>,
 ) -> Result<Envelope<bool>> {
     let secret_token = params.secret_token.filter(|token| !token.is_empty());
-    if secret_token
-        .as_ref()
-        .is_some_and(|t| t.len() > MAX_SECRET_TOKEN_LEN)
-    {
-        return Err(AppError::BadRequest(format!(
-            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-        )));
+    if let Some(token) = &secret_token {
+        if token.len() > MAX_SECRET_TOKEN_LEN {
+            return Err(AppError::BadRequest(format!(
+                "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
+            )));
+        }
+        // Stored tokens with this prefix are taken for sealed ones.
+        if Sealer::is_sealed(token) {
+            return Err(AppError::BadRequest(format!(
+                "query parameter secretToken must not start with `{SEALED_PREFIX}`"
+            )));
+        }
     }
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     let url = state.vet_callback_url(params.url).await?;
     state
         .callbacks
@@ -63,8 +71,8 @@ async fn create(
             url: url.into_string(),
             event: params.event,
             region: params.region,
-            secret_token,
-            user,
+            secret_token: secret_token.map(Secret::new),
+            user: scope.user,
         })
         .await?;
     Ok(Envelope::ok(true))
@@ -115,13 +123,12 @@ impl From<Callback> for CallbackRecord {
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<PageParams>,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
     let request = params.validate()?;
     state
         .authority
-        .require_member(&scope.project, &user)
+        .require_member(&scope.project, &scope.user)
         .await?;
     let (count, callbacks) = state.store.list_callbacks(&scope.project, request).await?;
     let records = callbacks.into_iter().map(CallbackRecord::from).collect();
@@ -137,10 +144,12 @@ struct IdParams {
 async fn remove(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     if !state.store.delete_callback(&scope.project, id).await? {
         return Err(AppError::CallbackNotFound(id));
     }
@@ -151,34 +160,32 @@ async fn remove(
 async fn enable(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, user, id, true).await
+    set_enabled(state, scope, id, true).await
 }
 
 /// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
 async fn disable(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, user, id, false).await
+    set_enabled(state, scope, id, false).await
 }
 
 async fn set_enabled(
     state: AppState,
     scope: ProjectScope,
-    user: UserId,
     id: CallbackId,
     enabled: bool,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    let ProjectScope { project, user } = scope;
+    state.authority.require_admin(&project, &user).await?;
     let reason = (!enabled).then(|| format!("disabled by {user}"));
     if !state
         .store
-        .set_callback_enabled(&scope.project, id, &user, enabled, reason.as_deref())
+        .set_callback_enabled(&project, id, &user, enabled, reason.as_deref())
         .await?
     {
         return Err(AppError::CallbackNotFound(id));

@@ -2,14 +2,15 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::auth::gateway::BKAPI_JWT;
 use crate::config::Config;
-use crate::domain::{ApigwType, ProjectId, UserId};
+use crate::domain::{ApigwType, InvalidId, ProjectId, UserId};
 use crate::error::AppError;
 
 pub const DEVOPS_UID: &str = "x-devops-uid";
@@ -55,35 +56,12 @@ impl From<PathRejection> for AppError {
     }
 }
 
-/// The acting user, from `X-DEVOPS-UID`.
-pub struct Caller(pub UserId);
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(DEVOPS_UID) else {
-            return Err(AppError::Unauthorized(
-                "header X-DEVOPS-UID is required".to_owned(),
-            ));
-        };
-        let text = value.to_str().map_err(|_| {
-            AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
-        })?;
-        match text.parse::<UserId>() {
-            Ok(user) => Ok(Self(user)),
-            Err(crate::domain::InvalidId::Blank) => Err(AppError::Unauthorized(
-                "header X-DEVOPS-UID must not be blank".to_owned(),
-            )),
-            Err(e) => Err(AppError::BadRequest(format!("header X-DEVOPS-UID {e}"))),
-        }
-    }
-}
-
-/// `/{apigwType}/v4/projects/{projectId}/…`: an unknown gateway type is an unknown route.
+/// `/{apigwType}/v4/projects/{projectId}/…` and who is acting: an unknown gateway type is an
+/// unknown route; the user is the verified gateway token's, or `X-DEVOPS-UID` (see
+/// `GatewayVerifier::caller` for which, per gateway type).
 pub struct ProjectScope {
-    pub apigw: ApigwType,
     pub project: ProjectId,
+    pub user: UserId,
 }
 
 #[derive(Deserialize)]
@@ -92,19 +70,52 @@ struct ProjectScopeParams {
     project_id: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ProjectScope {
+impl<S> FromRequestParts<S> for ProjectScope
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(params) = Path::<ProjectScopeParams>::from_request_parts(parts, state).await?;
-        let apigw = params
+        let apigw: ApigwType = params
             .apigw_type
             .parse()
             .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
-        Ok(Self {
-            apigw,
-            project: parse_project_id(&params.project_id)?,
-        })
+        let project = parse_project_id(&params.project_id)?;
+        let state = AppState::from_ref(state);
+        let from_token = match &state.gateway {
+            Some(gateway) => gateway.caller(
+                apigw,
+                parts.headers.get(BKAPI_JWT).map(HeaderValue::as_bytes),
+            )?,
+            None => None,
+        };
+        let user = match from_token {
+            Some(user) => user,
+            None => header_user(parts)?,
+        };
+        Ok(Self { project, user })
+    }
+}
+
+/// The user named by `X-DEVOPS-UID`.
+fn header_user(parts: &Parts) -> Result<UserId, AppError> {
+    let Some(value) = parts.headers.get(DEVOPS_UID) else {
+        return Err(AppError::Unauthorized(
+            "header X-DEVOPS-UID is required".to_owned(),
+        ));
+    };
+    let text = value.to_str().map_err(|_| {
+        AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
+    })?;
+    match text.parse::<UserId>() {
+        Ok(user) => Ok(user),
+        Err(InvalidId::Blank) => Err(AppError::Unauthorized(
+            "header X-DEVOPS-UID must not be blank".to_owned(),
+        )),
+        Err(e) => Err(AppError::BadRequest(format!("header X-DEVOPS-UID {e}"))),
     }
 }
 

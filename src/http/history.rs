@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::Envelope;
-use crate::http::extract::{Caller, ProjectScope, Query};
+use crate::http::extract::{ProjectScope, Query};
 use crate::http::paging::PageParams;
 
 pub fn router() -> Router<AppState> {
@@ -93,7 +93,6 @@ impl From<HistoryEntry> for HistoryRecord {
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<HistoryParams>,
 ) -> Result<Envelope<Page<HistoryRecord>>> {
     let page = PageParams {
@@ -104,7 +103,7 @@ async fn list(
     let filter = history_filter(params, state.config.time_zone)?;
     state
         .authority
-        .require_member(&scope.project, &user)
+        .require_member(&scope.project, &scope.user)
         .await?;
     let (count, entries) = state
         .store
@@ -172,10 +171,12 @@ struct IdParams {
 async fn retry(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     let entry = state
         .store
         .find_history(&scope.project, id)
