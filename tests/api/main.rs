@@ -1,11 +1,16 @@
 //! Integration tests: the real server on port 0, run against SQLite and PostgreSQL alike.
 
+mod bkci;
 mod callbacks;
 mod cli;
 mod common;
 mod delivery;
 mod edges;
+mod gateway;
+mod hostile;
+mod keys;
 mod members;
 mod processes;
 mod receiver;
 mod resilience;
+mod secrets;
