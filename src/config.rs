@@ -215,61 +215,36 @@ impl Config {
 
     /// Rules between variables.
     fn validated(self) -> Result<Self, ConfigError> {
-        let invalid = |name: &'static str, value: String, reason: &str| ConfigError {
-            name,
-            value,
-            reason: reason.to_owned(),
-        };
-        if self.delivery_concurrency == 0 {
-            return Err(invalid(
-                "DELIVERY_CONCURRENCY",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.delivery_timeout.is_zero() {
-            return Err(invalid(
-                "DELIVERY_TIMEOUT_MS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
+        let bkci_timeout_zero =
+            matches!(&self.auth_mode, AuthMode::BkCi(service) if service.timeout.is_zero());
+        let zeros = [
+            ("DELIVERY_CONCURRENCY", self.delivery_concurrency == 0),
+            ("DELIVERY_TIMEOUT_MS", self.delivery_timeout.is_zero()),
+            (
+                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
+                self.max_in_flight_per_host == 0,
+            ),
+            ("RETENTION_SWEEP_SECS", self.retention_sweep.is_zero()),
+            ("DELIVERY_POLL_MS", self.delivery_poll.is_zero()),
+            ("BKCI_AUTH_TIMEOUT_MS", bkci_timeout_zero),
+            ("MAX_URI_BYTES", self.max_uri_bytes == 0),
+            ("MAX_HEADER_BYTES", self.max_header_bytes == 0),
+        ];
+        if let Some(&(name, _)) = zeros.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError {
+                name,
+                value: "0".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
         }
         if self.delivery_lease <= self.delivery_timeout + Duration::from_secs(1) {
-            return Err(invalid(
-                "DELIVERY_LEASE_SECS",
-                self.delivery_lease.as_secs().to_string(),
-                "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow attempt could be sent twice",
-            ));
-        }
-        if self.max_in_flight_per_host == 0 {
-            return Err(invalid(
-                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.retention_sweep.is_zero() {
-            return Err(invalid(
-                "RETENTION_SWEEP_SECS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if let AuthMode::BkCi(service) = &self.auth_mode
-            && service.timeout.is_zero()
-        {
-            return Err(invalid(
-                "BKCI_AUTH_TIMEOUT_MS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.delivery_poll.is_zero() {
-            return Err(invalid(
-                "DELIVERY_POLL_MS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
+            return Err(ConfigError {
+                name: "DELIVERY_LEASE_SECS",
+                value: self.delivery_lease.as_secs().to_string(),
+                reason: "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow \
+                         attempt could be sent twice"
+                    .to_owned(),
+            });
         }
         Ok(self)
     }
@@ -435,6 +410,10 @@ mod tests {
         assert!(err.to_string().contains("DELIVERY_RETRY_SCHEDULE"), "{err}");
         let err = super::tests::config(&[("DELIVERY_TIMEOUT_MS", "60000")]).unwrap_err();
         assert!(err.to_string().contains("DELIVERY_LEASE_SECS"), "{err}");
+        for name in ["DELIVERY_CONCURRENCY", "DELIVERY_POLL_MS", "MAX_URI_BYTES"] {
+            let err = super::tests::config(&[(name, "0")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `AUTH_MODE=bkci` against a fake bk-ci auth service on 127.0.0.1:0: its answers decide, they
-//! are cached for the TTL (refusals for a fifth of it), and anything but a clean answer is a 503.
+//! are cached for the TTL (refusals for a fifth of it), anything but a clean answer is a 503, and
+//! the local member table cannot be managed (op API or CLI).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -260,4 +261,24 @@ async fn local_members_cannot_be_managed(backend: Backend) {
             &["AUTH_MODE=bkci"],
         );
     }
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
+        .args([
+            "members",
+            "add",
+            "--project",
+            "demo",
+            "--user",
+            "x",
+            "--role",
+            "admin",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("AUTH_MODE", "bkci")
+        .env("BKCI_AUTH_URL", auth.url())
+        .env("BKCI_AUTH_TOKEN", AUTH_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("AUTH_MODE=bkci"));
 }
