@@ -70,21 +70,19 @@ struct ProjectScopeParams {
     project_id: String,
 }
 
-impl<S> FromRequestParts<S> for ProjectScope
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
+impl FromRequestParts<AppState> for ProjectScope {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Path(params) = Path::<ProjectScopeParams>::from_request_parts(parts, state).await?;
         let apigw: ApigwType = params
             .apigw_type
             .parse()
             .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
         let project = parse_project_id(&params.project_id)?;
-        let state = AppState::from_ref(state);
         let from_token = match &state.gateway {
             Some(gateway) => gateway.caller(
                 apigw,
