@@ -153,7 +153,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored key check value (see `Sealer::key_check`), storing `fresh` first when there is
     /// none yet.
-    async fn secret_key_check(&self, fresh: Option<&str>) -> StoreResult<Option<String>>;
+    async fn secret_key_check(&self, fresh: &str) -> StoreResult<String>;
 
     async fn count_secret_tokens(&self) -> StoreResult<SecretTokenCounts>;
 
@@ -199,8 +199,7 @@ async fn check_secret_key(store: &dyn Store, sealer: &Sealer) -> anyhow::Result<
         }
         return Ok(());
     };
-    let stored = store.secret_key_check(Some(&fresh)).await?;
-    if !stored.is_some_and(|stored| sealer.matches_key_check(&stored)) {
+    if !sealer.matches_key_check(&store.secret_key_check(&fresh).await?) {
         anyhow::bail!(
             "SECRET_ENCRYPTION_KEY is not the key this database's secret tokens were encrypted \
              with (its key check, table secret_key_check, does not decrypt); set the original key"

@@ -416,23 +416,18 @@ macro_rules! impl_store {
                 Ok((count.unsigned_abs(), records))
             }
 
-            async fn secret_key_check(
-                &self,
-                fresh: Option<&str>,
-            ) -> $crate::store::StoreResult<Option<String>> {
-                if let Some(fresh) = fresh {
-                    // Of two processes starting at once, the first one's value stays.
-                    sqlx::query(
-                        "INSERT INTO secret_key_check (id, check_value, created_at) \
-                         VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(fresh)
-                    .bind($crate::domain::now_millis())
-                    .execute(&self.pool)
-                    .await?;
-                }
+            async fn secret_key_check(&self, fresh: &str) -> $crate::store::StoreResult<String> {
+                // Of two processes starting at once, the first one's value stays.
+                sqlx::query(
+                    "INSERT INTO secret_key_check (id, check_value, created_at) \
+                     VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(fresh)
+                .bind($crate::domain::now_millis())
+                .execute(&self.pool)
+                .await?;
                 sqlx::query_scalar("SELECT check_value FROM secret_key_check WHERE id = 1")
-                    .fetch_optional(&self.pool)
+                    .fetch_one(&self.pool)
                     .await
             }
 
