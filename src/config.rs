@@ -70,6 +70,9 @@ pub struct Config {
     pub service_token: Option<Secret>,
     /// Ranges the SSRF guard lets through although they are private or local.
     pub allowed_cidrs: Vec<IpNet>,
+    /// When set, callbacks may reach only `allowed_cidrs`, public addresses included: for closed
+    /// networks, and for contract tests that must never send traffic off the machine.
+    pub allowlist_only: bool,
     pub blocked_ports: Vec<u16>,
     /// Zone for the `yyyy-MM-dd HH:mm:ss` times of the history API.
     pub time_zone: chrono_tz::Tz,
@@ -168,6 +171,7 @@ impl Config {
             log_format: vars.parsed("LOG_FORMAT", LogFormat::Text)?,
             service_token: vars.raw("SERVICE_TOKEN").map(Secret::new),
             allowed_cidrs: vars.list("CALLBACK_ALLOWED_CIDRS", Vec::new())?,
+            allowlist_only: vars.parsed("CALLBACK_ALLOWLIST_ONLY", false)?,
             blocked_ports: vars.list("CALLBACK_BLOCKED_PORTS", DEFAULT_BLOCKED_PORTS.to_vec())?,
             time_zone: vars.parsed("TIME_ZONE", chrono_tz::Asia::Shanghai)?,
             auth_mode,

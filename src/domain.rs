@@ -55,6 +55,17 @@ macro_rules! string_enum {
                 deserializer.deserialize_str(FromStrVisitor::<$name>(std::marker::PhantomData))
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -186,7 +197,8 @@ impl fmt::Display for ProjectId {
     }
 }
 
-/// The acting user (`X-DEVOPS-UID`): trimmed, 1–64 characters, no control characters.
+/// The acting user: 1–64 characters, no control characters, no surrounding white space (the
+/// `X-DEVOPS-UID` header is trimmed before it is parsed).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserId(Arc<str>);
 
@@ -202,16 +214,15 @@ impl FromStr for UserId {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
+        if s.trim().is_empty() {
             return Err(InvalidId::Blank);
         }
         if s.chars().count() > Self::MAX_LEN {
             return Err(InvalidId::TooLong { max: Self::MAX_LEN });
         }
-        if s.chars().any(char::is_control) {
+        if s.chars().any(char::is_control) || s.trim() != s {
             return Err(InvalidId::BadCharacter {
-                allowed: "printable characters",
+                allowed: "printable characters, not starting or ending with white space",
             });
         }
         Ok(Self(s.into()))
@@ -298,6 +309,36 @@ macro_rules! serialize_as_str {
 }
 
 serialize_as_str!(ProjectId, UserId);
+
+/// Identifiers are strings in the OpenAPI document, with their rules.
+macro_rules! string_schema {
+    ($name:ty, $max:expr, $pattern:expr) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let builder = utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some($max));
+                let pattern: Option<&str> = $pattern;
+                builder.pattern(pattern).into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+string_schema!(
+    ProjectId,
+    ProjectId::MAX_LEN,
+    Some("^[A-Za-z0-9_.-]{1,64}$")
+);
+string_schema!(
+    UserId,
+    UserId::MAX_LEN,
+    Some(r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")
+);
+string_schema!(EventId, EventId::MAX_LEN, None);
 
 /// The numeric id of a callback registration.
 pub type CallbackId = i64;
@@ -404,7 +445,7 @@ pub struct NewEvent {
 }
 
 /// What the intake answers for one event (the original answer when the event id was seen before).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
     pub event_id: EventId,
@@ -453,7 +494,7 @@ pub struct DeliveryTarget {
 }
 
 /// One request header as history keeps it (secrets masked).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeaderPair {
     pub name: String,
     pub value: String,
@@ -552,7 +593,7 @@ impl PageRequest {
 }
 
 /// One page of results, in bk-ci's `Page` shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub count: u64,
@@ -596,8 +637,9 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_are_trimmed_and_bounded() {
-        assert_eq!("  alice ".parse::<UserId>().unwrap().as_str(), "alice");
+    fn user_ids_are_bounded_and_printable() {
+        assert_eq!("alice".parse::<UserId>().unwrap().as_str(), "alice");
+        assert!(" alice".parse::<UserId>().is_err());
         assert_eq!("   ".parse::<UserId>(), Err(InvalidId::Blank));
         assert!("é".repeat(64).parse::<UserId>().is_ok());
         assert!("é".repeat(65).parse::<UserId>().is_err());

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::{CallbackId, InvalidUrl, ProjectId, UserId};
-use crate::http::envelope::Envelope;
+use crate::http::envelope::ErrorEnvelope;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -157,7 +157,10 @@ impl IntoResponse for AppError {
         let status = self.http_status();
         let mut response = (
             status,
-            Envelope::<()>::error(self.code(), self.public_message()),
+            ErrorEnvelope {
+                status: self.code(),
+                message: self.public_message(),
+            },
         )
             .into_response();
         if status.is_server_error() {

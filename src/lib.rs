@@ -52,7 +52,11 @@ pub struct AppState {
 impl AppState {
     /// Must be called inside the runtime: it starts the registration writer's task.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        let ssrf = Arc::new(SsrfGuard::new(config.allowed_cidrs.clone()));
+        telemetry::metrics();
+        let ssrf = Arc::new(SsrfGuard::new(
+            config.allowed_cidrs.clone(),
+            config.allowlist_only,
+        ));
         Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::new(&config, store.clone())),

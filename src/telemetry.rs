@@ -1,6 +1,9 @@
-//! Logging: `RUST_LOG` filters, `LOG_FORMAT` picks text or JSON. Logs go to stderr, so the
-//! CLI's results on stdout stay clean.
+//! Logging (`RUST_LOG` filters, `LOG_FORMAT` picks text or JSON) and Prometheus metrics. Logs go
+//! to stderr, so the CLI's results on stdout stay clean.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -18,4 +21,29 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The process-wide Prometheus recorder, installed on first use; `GET /metrics` renders it.
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
+            .expect("the bucket list is not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// Metric names, in one place.
+pub mod names {
+    pub const HTTP_REQUESTS: &str = "devops_callbacks_http_requests_total";
+    pub const HTTP_DURATION: &str = "devops_callbacks_http_request_duration_seconds";
+    pub const EVENTS_ACCEPTED: &str = "devops_callbacks_events_accepted_total";
+    pub const DELIVERIES: &str = "devops_callbacks_deliveries_total";
+    pub const ATTEMPT_DURATION: &str = "devops_callbacks_delivery_attempt_duration_seconds";
+    pub const QUEUE: &str = "devops_callbacks_delivery_queue";
+    pub const CALLBACKS_DISABLED: &str = "devops_callbacks_callbacks_disabled";
 }

@@ -133,8 +133,10 @@ impl GatewayVerifier {
     }
 }
 
+/// The token's user name, trimmed as `X-DEVOPS-UID` is.
 fn parse_user(name: &str) -> Result<UserId, AppError> {
-    name.parse()
+    name.trim()
+        .parse()
         .map_err(|e| refused(&format!("the X-Bkapi-JWT token's user name {e}")))
 }
 

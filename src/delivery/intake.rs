@@ -20,6 +20,11 @@ pub fn accept(
     data: &RawValue,
     event_id: Option<&str>,
 ) -> Result<NewEvent> {
+    if !data.get().trim_start().starts_with('{') {
+        return Err(AppError::BadRequest(
+            "data must be a JSON object".to_owned(),
+        ));
+    }
     let event_id = match event_id {
         None => EventId::generate(),
         Some(raw) => raw
@@ -45,6 +50,7 @@ pub async fn publish(
     let published = tokio::spawn(async move { store.publish(&events).await })
         .await
         .map_err(|e| AppError::Internal(format!("intake task failed: {e}")))??;
+    metrics::counter!(crate::telemetry::names::EVENTS_ACCEPTED).increment(published.len() as u64);
     if published.iter().any(|p| p.deliveries > 0) {
         wake.notify_one();
     }

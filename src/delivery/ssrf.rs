@@ -37,20 +37,30 @@ pub enum Blocked {
 #[derive(Debug, Clone, Default)]
 pub struct SsrfGuard {
     allowed: Vec<IpNet>,
+    /// Only `allowed` may be reached, public addresses too.
+    allowlist_only: bool,
 }
 
 impl SsrfGuard {
-    pub fn new(allowed: Vec<IpNet>) -> Self {
-        Self { allowed }
+    pub fn new(allowed: Vec<IpNet>, allowlist_only: bool) -> Self {
+        Self {
+            allowed,
+            allowlist_only,
+        }
     }
 
     /// Checks one address, the one that would be dialled.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Blocked> {
+        if self.allowed.iter().any(|net| net.contains(&ip)) {
+            return Ok(());
+        }
         match forbidden_kind(ip) {
-            Some(kind) if !self.allowed.iter().any(|net| net.contains(&ip)) => {
-                Err(Blocked::Address(ip, kind))
-            }
-            _ => Ok(()),
+            Some(kind) => Err(Blocked::Address(ip, kind)),
+            None if self.allowlist_only => Err(Blocked::Address(
+                ip,
+                "public (outside CALLBACK_ALLOWED_CIDRS)",
+            )),
+            None => Ok(()),
         }
     }
 
@@ -212,9 +222,13 @@ mod tests {
 
     #[test]
     fn allowlist_opens_ranges() {
-        let guard = SsrfGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let guard = SsrfGuard::new(vec!["127.0.0.0/8".parse().unwrap()], false);
         assert!(guard.check_ip("127.0.0.1".parse().unwrap()).is_ok());
         assert!(guard.check_ip("10.0.0.1".parse().unwrap()).is_err());
+        assert!(guard.check_ip("8.8.8.8".parse().unwrap()).is_ok());
+        let closed = SsrfGuard::new(vec!["127.0.0.0/8".parse().unwrap()], true);
+        assert!(closed.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(closed.check_ip("8.8.8.8".parse().unwrap()).is_err());
     }
 
     #[tokio::test]
@@ -235,10 +249,10 @@ mod tests {
             guard.check_url(&url("http://no-such-host.invalid/")).await,
             Err(Blocked::Unresolvable(_))
         ));
-        let open = SsrfGuard::new(vec![
-            "127.0.0.0/8".parse().unwrap(),
-            "::1/128".parse().unwrap(),
-        ]);
+        let open = SsrfGuard::new(
+            vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            false,
+        );
         assert!(open.check_url(&url("http://localhost:9000/")).await.is_ok());
     }
 }

@@ -23,6 +23,7 @@ use crate::domain::{
 };
 use crate::secrets::Secret;
 use crate::store::{Claim, DisableRule, Store};
+use crate::telemetry::names;
 
 /// Most deliveries leased in one claim.
 const MAX_CLAIM: usize = 256;
@@ -151,6 +152,7 @@ impl Workers {
             let mut first_slot = Some(first_slot);
             for delivery in fresh.into_iter().chain(retries) {
                 if !self.reserve_host(&delivery.host) {
+                    metrics::counter!(names::DELIVERIES, "outcome" => "deferred").increment(1);
                     let later = now_millis() + millis(HOST_BUSY_DELAY);
                     let _ = outcomes
                         .send(put_back(
@@ -274,6 +276,7 @@ impl Workers {
 
     async fn deliver(&self, delivery: ClaimedDelivery) -> DeliveryOutcome {
         let Some(target) = &delivery.target else {
+            metrics::counter!(names::DELIVERIES, "outcome" => "cancelled").increment(1);
             return DeliveryOutcome {
                 delivery_id: delivery.id,
                 claim_token: Some(delivery.claim_token),
@@ -318,6 +321,17 @@ impl Workers {
                 None => (DeliveryStatus::Failed, end, failed),
             }
         };
+        let outcome = match status {
+            DeliveryStatus::Success => "success",
+            DeliveryStatus::Pending => "retry",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        };
+        metrics::counter!(names::DELIVERIES, "outcome" => outcome).increment(1);
+        metrics::histogram!(names::ATTEMPT_DURATION).record(
+            Duration::from_millis(u64::try_from(end - attempt.start_time).unwrap_or(0))
+                .as_secs_f64(),
+        );
         DeliveryOutcome {
             delivery_id: delivery.id,
             claim_token: Some(delivery.claim_token),

@@ -1,64 +1,86 @@
 //! The v4 callback resource: `/{apigwType}/v4/projects/{projectId}/callbacks…`.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
-use crate::http::extract::{ProjectScope, Query};
+use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(BASE, post(create))
-        .route(&format!("{BASE}/"), post(create))
-        .route(&format!("{BASE}/callback_list"), get(list))
-        .route(&format!("{BASE}/callback"), delete(remove))
-        .route(&format!("{BASE}/callback_enable"), put(enable))
-        .route(&format!("{BASE}/callback_disable"), put(disable))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        // bk-ci clients also call the class path with a trailing slash.
+        .route(&format!("{BASE}/"), axum::routing::post(create))
+        .routes(routes!(create_batch))
+        .routes(routes!(list))
+        .routes(routes!(remove))
+        .routes(routes!(enable))
+        .routes(routes!(disable))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct CreateParams {
-    event: CallbackEvent,
-    region: Region,
-    url: String,
-    secret_token: Option<String>,
+#[into_params(parameter_in = Query)]
+pub(super) struct CreateParams {
+    pub event: CallbackEvent,
+    pub region: Region,
+    /// An http(s) URL whose host resolves to public addresses only (see the SSRF rule).
+    #[param(max_length = 1024)]
+    pub url: String,
+    /// Sent as `X-DEVOPS-WEBHOOK-TOKEN` and used to sign deliveries; never shown again.
+    #[param(max_length = 1024)]
+    pub secret_token: Option<String>,
 }
 
 /// Longest accepted `secretToken`, in bytes.
 const MAX_SECRET_TOKEN_LEN: usize = 1024;
 
+/// `secretToken` as stored: empty means none, it has a length limit, and it must not look sealed
+/// (stored tokens with that prefix are taken for sealed ones). Sealing happens in the store.
+pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
+    let Some(token) = param.filter(|token| !token.is_empty()) else {
+        return Ok(None);
+    };
+    if token.len() > MAX_SECRET_TOKEN_LEN {
+        return Err(AppError::BadRequest(format!(
+            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
+        )));
+    }
+    if Sealer::is_sealed(&token) {
+        return Err(AppError::BadRequest(format!(
+            "query parameter secretToken must not start with `{SEALED_PREFIX}`"
+        )));
+    }
+    Ok(Some(Secret::new(token)))
+}
+
 /// The seed API: register (or update) one callback. Admin only.
+#[utoipa::path(
+    post,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks",
+    operation_id = "callback_create",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, CreateParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn create(
     State(state): State<AppState>,
     scope: ProjectScope,
     Query(params): Query<CreateParams>,
 ) -> Result<Envelope<bool>> {
-    let secret_token = params.secret_token.filter(|token| !token.is_empty());
-    if let Some(token) = &secret_token {
-        if token.len() > MAX_SECRET_TOKEN_LEN {
-            return Err(AppError::BadRequest(format!(
-                "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-            )));
-        }
-        // Stored tokens with this prefix are taken for sealed ones.
-        if Sealer::is_sealed(token) {
-            return Err(AppError::BadRequest(format!(
-                "query parameter secretToken must not start with `{SEALED_PREFIX}`"
-            )));
-        }
-    }
+    let secret_token = secret_token(params.secret_token)?;
     state
         .authority
         .require_admin(&scope.project, &scope.user)
@@ -71,17 +93,110 @@ async fn create(
             url: url.into_string(),
             event: params.event,
             region: params.region,
-            secret_token: secret_token.map(Secret::new),
+            secret_token,
             user: scope.user,
         })
         .await?;
     Ok(Envelope::ok(true))
 }
 
-/// A callback as the API shows it; the token itself never leaves the service.
-#[derive(Serialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct CallbackRecord {
+#[into_params(parameter_in = Query)]
+struct BatchParams {
+    /// Comma-separated event names, e.g. `BUILD_START,BUILD_END`.
+    #[param(schema_with = event_list_schema, required = true)]
+    event: String,
+    region: Region,
+    #[param(max_length = 1024)]
+    url: String,
+    #[param(max_length = 1024)]
+    secret_token: Option<String>,
+}
+
+/// The schema of `event` in the batch create: event names separated by commas, with spaces
+/// and tabs around them (built from the enum, so it cannot drift).
+fn event_list_schema() -> utoipa::openapi::schema::Object {
+    let names: Vec<&str> = CallbackEvent::ALL.iter().map(|e| e.as_str()).collect();
+    let one = format!("[ \t]*({})[ \t]*", names.join("|"));
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^{one}(,{one})*$")))
+        .build()
+}
+
+/// bk-ci's `CreateCallBackResult`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult {
+    success_events: Vec<CallbackEvent>,
+    /// Event name → reason. The events are written in one statement, all or none, so a
+    /// failure is an error answer instead and this stays empty.
+    failure_events: std::collections::BTreeMap<String, String>,
+}
+
+/// Registers one URL for several events (`event=BUILD_START,BUILD_END`). Admin only.
+#[utoipa::path(
+    post,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/batch",
+    operation_id = "callback_batch_create",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, BatchParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
+async fn create_batch(
+    State(state): State<AppState>,
+    scope: ProjectScope,
+    Query(params): Query<BatchParams>,
+) -> Result<Envelope<BatchResult>> {
+    let events = parse_event_list(&params.event)?;
+    let secret_token = secret_token(params.secret_token)?;
+    let ProjectScope { project, user } = scope;
+    state.authority.require_admin(&project, &user).await?;
+    let url = state.vet_callback_url(params.url).await?.into_string();
+    let rows: Vec<NewCallback> = events
+        .iter()
+        .map(|&event| NewCallback {
+            project_id: project.clone(),
+            url: url.clone(),
+            event,
+            region: params.region,
+            secret_token: secret_token.clone(),
+            user: user.clone(),
+        })
+        .collect();
+    state.store.upsert_callbacks(&rows).await?;
+    Ok(Envelope::ok(BatchResult {
+        success_events: events,
+        failure_events: Default::default(),
+    }))
+}
+
+/// `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in first-seen order; an unknown or
+/// empty name refuses the whole list.
+fn parse_event_list(raw: &str) -> Result<Vec<CallbackEvent>> {
+    let mut events = Vec::new();
+    for name in raw.split(',').map(|name| name.trim_matches([' ', '\t'])) {
+        if name.is_empty() {
+            return Err(AppError::BadRequest(
+                "query parameter event must be event names separated by commas, none empty"
+                    .to_owned(),
+            ));
+        }
+        let event: CallbackEvent = name
+            .parse()
+            .map_err(|e| AppError::BadRequest(format!("invalid query parameter: event: {e}")))?;
+        if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// A callback as the API shows it; the token itself never leaves the service.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CallbackRecord {
     id: CallbackId,
     project_id: ProjectId,
     call_back_url: String,
@@ -120,6 +235,14 @@ impl From<Callback> for CallbackRecord {
 }
 
 /// Every callback of the project, disabled ones included, newest first. Members only.
+#[utoipa::path(
+    get,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_list",
+    operation_id = "callback_list",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, PageParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -130,17 +253,35 @@ async fn list(
         .authority
         .require_member(&scope.project, &scope.user)
         .await?;
-    let (count, callbacks) = state.store.list_callbacks(&scope.project, request).await?;
+    page_of(&state, &scope.project, request).await
+}
+
+pub(super) async fn page_of(
+    state: &AppState,
+    project: &ProjectId,
+    request: crate::domain::PageRequest,
+) -> Result<Envelope<Page<CallbackRecord>>> {
+    let (count, callbacks) = state.store.list_callbacks(project, request).await?;
     let records = callbacks.into_iter().map(CallbackRecord::from).collect();
     Ok(Envelope::ok(Page::new(request, count, records)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IdParams {
+    /// The callback's id, as `callback_list` shows it.
     id: CallbackId,
 }
 
 /// Deletes one callback of the project. Admin only.
+#[utoipa::path(
+    delete,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback",
+    operation_id = "callback_delete",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn remove(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -157,6 +298,14 @@ async fn remove(
 }
 
 /// Enables a callback and clears its failure state. Admin only.
+#[utoipa::path(
+    put,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_enable",
+    operation_id = "callback_enable",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn enable(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -166,6 +315,14 @@ async fn enable(
 }
 
 /// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
+#[utoipa::path(
+    put,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_disable",
+    operation_id = "callback_disable",
+    tag = "callbacks",
+    params(ProjectScopeParams, CallerHeaders, IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn disable(
     State(state): State<AppState>,
     scope: ProjectScope,

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// bk-ci's `Result<T>`: `status == 0` is success, null fields are left out.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     pub status: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,13 +31,19 @@ impl<T> Envelope<T> {
             data: Some(data),
         }
     }
+}
 
-    pub fn error(status: i32, message: String) -> Self {
-        Self {
-            status,
-            message: Some(message),
-            data: None,
-        }
+/// Every failure: `status` is the HTTP status or bk-ci's error code, `message` says what was wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    /// Non-zero: 400, 401, 403, 404, 405, 413, 500, 503, or a bk-ci code such as 2101104.
+    pub status: i32,
+    pub message: String,
+}
+
+impl IntoResponse for ErrorEnvelope {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
     }
 }
 

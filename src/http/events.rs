@@ -1,36 +1,47 @@
 //! Event intake, for the services that produce events: `/service/callbacks/…`, service token only.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::AppState;
 use crate::delivery::intake::{self, MAX_BATCH};
-use crate::domain::{CallbackEvent, Published};
+use crate::domain::{CallbackEvent, EventId, ProjectId, Published};
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
+use crate::http::envelope::{Envelope, ErrorEnvelope};
 use crate::http::extract::{Json, Path, ServiceCaller, parse_project_id};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/service/callbacks/projects/{project_id}/events",
-            post(publish_one),
-        )
-        .route("/service/callbacks/events:batch", post(publish_batch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish_one))
+        .routes(routes!(publish_batch))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventBody {
     event: CallbackEvent,
+    /// Delivered byte for byte as sent.
+    #[schema(value_type = Object)]
     data: Box<RawValue>,
+    /// Idempotency key: a repeated id in the project is accepted once (1 to 128 characters).
+    #[schema(value_type = Option<EventId>)]
     event_id: Option<String>,
 }
 
 /// Accepts one event of the project; answers once it and its deliveries are committed.
+#[utoipa::path(
+    post,
+    path = "/service/callbacks/projects/{project_id}/events",
+    operation_id = "event_publish",
+    tag = "intake",
+    params(("project_id" = ProjectId, Path, description = "The project's English name"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    request_body = EventBody,
+    responses((status = 200, description = "Success envelope", body = Envelope<Published>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn publish_one(
     State(state): State<AppState>,
     _: ServiceCaller,
@@ -43,20 +54,61 @@ async fn publish_one(
     Ok(Envelope::ok(published.remove(0)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BatchItem {
+    #[schema(value_type = ProjectId)]
     project_id: String,
     event: CallbackEvent,
+    #[schema(value_type = Object)]
     data: Box<RawValue>,
+    #[schema(value_type = Option<EventId>)]
     event_id: Option<String>,
 }
 
+/// 1 to `MAX_BATCH` events.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct EventBatch(Vec<BatchItem>);
+
+impl utoipa::PartialSchema for EventBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("BatchItem"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "BatchItem".to_owned(),
+            <BatchItem as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
 /// Accepts up to 1000 events of any projects in one transaction; answers in the same order.
+#[utoipa::path(
+    post,
+    path = "/service/callbacks/events:batch",
+    operation_id = "event_publish_batch",
+    tag = "intake",
+    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    request_body = EventBatch,
+    responses((status = 200, description = "Success envelope", body = Envelope<Vec<Published>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn publish_batch(
     State(state): State<AppState>,
     _: ServiceCaller,
-    Json(items): Json<Vec<BatchItem>>,
+    Json(EventBatch(items)): Json<EventBatch>,
 ) -> Result<Envelope<Vec<Published>>> {
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(AppError::BadRequest(format!(

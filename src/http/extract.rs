@@ -56,6 +56,17 @@ impl From<PathRejection> for AppError {
     }
 }
 
+/// The acting user, from `X-DEVOPS-UID` only: the op routes, which the gateway does not front.
+pub struct Caller(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        header_user(parts).map(Self)
+    }
+}
+
 /// `/{apigwType}/v4/projects/{projectId}/…` and who is acting: an unknown gateway type is an
 /// unknown route; the user is the verified gateway token's, or `X-DEVOPS-UID` (see
 /// `GatewayVerifier::caller` for which, per gateway type).
@@ -64,10 +75,32 @@ pub struct ProjectScope {
     pub user: UserId,
 }
 
-#[derive(Deserialize)]
-struct ProjectScopeParams {
+/// The path of the v4 resource (and its documentation).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectScopeParams {
+    /// The gateway flavour.
+    #[param(value_type = ApigwType)]
     apigw_type: String,
+    /// The project's English name.
+    #[param(value_type = ProjectId)]
     project_id: String,
+}
+
+/// The headers naming the caller of a v4 route (documentation only: `ProjectScope` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct CallerHeaders {
+    /// The acting user, 1 to 64 characters. With gateway trust (`APIGW_PUBLIC_KEY_FILE`), a
+    /// verified user in `X-Bkapi-JWT` takes its place on `apigw-user` (and on `apigw` when the
+    /// token names one).
+    #[param(rename = "X-DEVOPS-UID")]
+    x_devops_uid: String,
+    /// The JWT the BlueKing API gateway signs (RS256/RS512). Required, and verified, when
+    /// `APIGW_PUBLIC_KEY_FILE` is configured; ignored otherwise.
+    #[param(rename = "X-Bkapi-JWT", value_type = String, required = false)]
+    x_bkapi_jwt: Option<String>,
 }
 
 impl FromRequestParts<AppState> for ProjectScope {
@@ -108,7 +141,7 @@ fn header_user(parts: &Parts) -> Result<UserId, AppError> {
     let text = value.to_str().map_err(|_| {
         AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
     })?;
-    match text.parse::<UserId>() {
+    match text.trim().parse::<UserId>() {
         Ok(user) => Ok(user),
         Err(InvalidId::Blank) => Err(AppError::Unauthorized(
             "header X-DEVOPS-UID must not be blank".to_owned(),

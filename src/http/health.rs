@@ -1,21 +1,22 @@
 //! Liveness (`/healthz`, no database) and readiness (`/readyz`, one database round trip).
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Serialize;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
+use crate::http::envelope::{Envelope, ErrorEnvelope};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     version: &'static str,
@@ -26,10 +27,26 @@ const UP: Health = Health {
     version: env!("CARGO_PKG_VERSION"),
 };
 
+/// Liveness: answers without touching the database.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "Success envelope", body = Envelope<Health>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn healthz() -> Envelope<Health> {
     Envelope::ok(UP)
 }
 
+/// Readiness: one database round trip; 503 when it fails.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses((status = 200, description = "Success envelope", body = Envelope<Health>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn readyz(State(state): State<AppState>) -> Result<Envelope<Health>> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");

@@ -1,10 +1,11 @@
 //! `GET …/callbacks/callback_history`: the attempts of a project, newest first.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use chrono::{Days, NaiveDateTime, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::delivery::worker::{disable_rule, send_attempt};
@@ -13,37 +14,41 @@ use crate::domain::{
     EpochMillis, HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
-use crate::http::extract::{ProjectScope, Query};
+use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
-            get(list),
-        )
-        .route(
-            "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_retry",
-            post(retry),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(retry))
 }
 
 /// Separate page fields: `serde(flatten)` would hand the numbers over as strings.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
+    /// Only attempts to this callback URL.
     url: Option<String>,
+    /// Only attempts of this event.
     event: Option<CallbackEvent>,
+    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 00:00:00.
+    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
     start_time: Option<String>,
+    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 23:59:59.999.
+    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
     end_time: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     page: Option<u32>,
+    /// Default 20, at most 100 (larger values are capped).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     page_size: Option<u32>,
 }
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HistoryRecord {
     id: i64,
@@ -90,6 +95,14 @@ impl From<HistoryEntry> for HistoryRecord {
 }
 
 /// Members only. The window defaults to today in `TIME_ZONE`; `url` and `event` are optional.
+#[utoipa::path(
+    get,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
+    operation_id = "callback_history_list",
+    tag = "history",
+    params(ProjectScopeParams, CallerHeaders, HistoryParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
@@ -138,13 +151,24 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     })
 }
 
-/// `yyyy-MM-dd HH:mm:ss` in `zone` to epoch ms; anything else is a 400 naming the parameter.
+/// `yyyy-MM-dd HH:mm:ss` (exactly: zero-padded, 19 characters) in `zone` to epoch ms; anything
+/// else is a 400 naming the parameter.
 fn local_millis(name: &str, text: &str, zone: chrono_tz::Tz) -> Result<EpochMillis> {
-    let naive = NaiveDateTime::parse_from_str(text, TIME_FORMAT).map_err(|_| {
-        AppError::BadRequest(format!(
-            "query parameter {name} must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got {text:?}"
-        ))
-    })?;
+    let shaped = text.len() == 19
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+    let naive = shaped
+        .then(|| NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok())
+        .flatten()
+        .ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "query parameter {name} must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got {text:?}"
+            ))
+        })?;
     Ok(to_millis(naive, zone))
 }
 
@@ -160,14 +184,24 @@ fn to_millis(naive: NaiveDateTime, zone: chrono_tz::Tz) -> EpochMillis {
         .timestamp_millis()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IdParams {
+    /// The history record's id.
     id: i64,
 }
 
 /// Sends the request of one history row again, once, now: the stored body to the callback's
 /// current URL with its current token and a fresh signature. A new history row records it;
 /// `data` is whether it got a 2xx (the reason in `message` when not). Admin only.
+#[utoipa::path(
+    post,
+    path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_retry",
+    operation_id = "callback_history_retry",
+    tag = "history",
+    params(ProjectScopeParams, CallerHeaders, IdParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn retry(
     State(state): State<AppState>,
     scope: ProjectScope,

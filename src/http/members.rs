@@ -2,31 +2,32 @@
 //! Under `AUTH_MODE=bkci` the bk-ci auth service decides and the local table is not read, so
 //! these routes answer 409 rather than accept changes that would have no effect.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::MEMBERS_MANAGED_IN_BKCI;
 use crate::config::AuthMode;
 use crate::domain::{EpochMillis, Member, MemberRole, ProjectId, UserId};
 use crate::error::{AppError, Result};
-use crate::http::envelope::Envelope;
+use crate::http::envelope::{Envelope, ErrorEnvelope};
 use crate::http::extract::{Path, Query, ServiceCaller, parse_project_id};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/op/projects/{project_id}/members", get(list))
-        .route(
-            "/op/projects/{project_id}/members/{user_id}",
-            put(set).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(set, remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct MemberPath {
+    #[param(value_type = ProjectId)]
     project_id: String,
+    #[param(value_type = UserId)]
     user_id: String,
 }
 
@@ -47,12 +48,21 @@ fn local_authority(state: &AppState) -> Result<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RoleParams {
     role: MemberRole,
 }
 
 /// Adds the user to the project, or changes their role.
+#[utoipa::path(
+    put,
+    path = "/op/projects/{project_id}/members/{user_id}",
+    operation_id = "member_set",
+    tag = "op",
+    params(MemberPath, ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), RoleParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn set(
     State(state): State<AppState>,
     _: ServiceCaller,
@@ -67,6 +77,14 @@ async fn set(
 }
 
 /// Removes the user; `data` is false when they were not a member.
+#[utoipa::path(
+    delete,
+    path = "/op/projects/{project_id}/members/{user_id}",
+    operation_id = "member_remove",
+    tag = "op",
+    params(MemberPath, ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn remove(
     State(state): State<AppState>,
     _: ServiceCaller,
@@ -79,7 +97,7 @@ async fn remove(
     Ok(Envelope::ok(removed))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MemberRecord {
     project_id: ProjectId,
@@ -101,6 +119,15 @@ impl From<Member> for MemberRecord {
     }
 }
 
+/// The project's members, by user id.
+#[utoipa::path(
+    get,
+    path = "/op/projects/{project_id}/members",
+    operation_id = "member_list",
+    tag = "op",
+    params(("project_id" = ProjectId, Path, description = "The project's English name"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    responses((status = 200, description = "Success envelope", body = Envelope<Vec<MemberRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+)]
 async fn list(
     State(state): State<AppState>,
     _: ServiceCaller,

@@ -4,28 +4,55 @@ mod callbacks;
 pub mod envelope;
 mod events;
 pub mod extract;
+mod global;
 mod health;
 mod history;
 mod members;
+mod metrics;
 mod paging;
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+use crate::domain::ApigwType;
 use crate::error::{AppError, ErrorDetail};
+use crate::telemetry::names;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "devops-callbacks",
+        description = "Project callbacks compatible with the bk-ci OpenAPI v4 callback resource, \
+                       and their reliable delivery. Every response is the envelope \
+                       {status, message, data}; status 0 is success."
+    ),
+    components(schemas(ApigwType)),
+    tags(
+        (name = "callbacks", description = "The v4 callback resource"),
+        (name = "history", description = "Delivery attempts"),
+        (name = "intake", description = "Event intake (service token)"),
+        (name = "op", description = "Operations API (service token)"),
+        (name = "health", description = "Health, readiness, metrics, this document")
+    )
+)]
+struct ApiDoc;
 
 pub fn app(state: AppState) -> Router {
     let limits = Limits {
@@ -34,12 +61,42 @@ pub fn app(state: AppState) -> Router {
         max_uri_bytes: state.config.max_uri_bytes,
         max_header_bytes: state.config.max_header_bytes,
     };
-    let routes = Router::new()
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(callbacks::router())
         .merge(events::router())
+        .merge(global::router())
         .merge(history::router())
         .merge(members::router())
+        .merge(metrics::router())
         .merge(health::router())
+        .split_for_parts();
+    api.paths.add_path_operation(
+        "/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .tag("health")
+            .operation_id(Some("openapi"))
+            .summary(Some("This OpenAPI document"))
+            .response(
+                "200",
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("The OpenAPI document")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new().build(),
+                    ),
+            )
+            .build(),
+    );
+    let document: Arc<str> = api
+        .to_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    let routes = routes
+        .route(
+            "/openapi.json",
+            get(move || serve_document(document.clone())),
+        )
         .with_state(state);
     with_edges(routes, limits)
 }
@@ -51,6 +108,14 @@ struct Limits {
     max_body_bytes: usize,
     max_uri_bytes: usize,
     max_header_bytes: usize,
+}
+
+async fn serve_document(document: Arc<str>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
+    )
+        .into_response()
 }
 
 /// The layers that make every response an envelope with a request id, whatever went wrong:
@@ -91,18 +156,35 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 /// response that is not JSON yet (axum's 404/405, the body limit's 413) into the envelope, and
 /// logs the cause of server errors once, inside the request span.
 async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    if let Err(refused) = check_size(&request, limits) {
-        return refused.into_response();
-    }
     let uri = request.uri().clone();
-    let response = match tokio::time::timeout(limits.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::Unavailable(format!(
-            "the request timed out after {} ms",
-            limits.timeout.as_millis()
-        ))
-        .into_response(),
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = if let Err(refused) = check_size(&request, limits) {
+        refused.into_response()
+    } else {
+        match tokio::time::timeout(limits.timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => AppError::Unavailable(format!(
+                "the request timed out after {} ms",
+                limits.timeout.as_millis()
+            ))
+            .into_response(),
+        }
     };
+    ::metrics::histogram!(names::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    ::metrics::counter!(
+        names::HTTP_REQUESTS,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::error!(status = response.status().as_u16(), "{detail}");
     }

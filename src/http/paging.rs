@@ -5,10 +5,15 @@ use serde::Deserialize;
 use crate::domain::PageRequest;
 use crate::error::{AppError, Result};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     pub page: Option<u32>,
+    /// Records per page: default 20, at most 100 (larger values are capped).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     pub page_size: Option<u32>,
 }
 

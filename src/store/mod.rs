@@ -49,6 +49,15 @@ fn sealed_prefix_len() -> i32 {
     i32::try_from(SEALED_PREFIX.len()).expect("a short prefix")
 }
 
+/// A snapshot for the metrics.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct QueueStats {
+    pub due: i64,
+    pub leased: i64,
+    pub retrying: i64,
+    pub disabled_callbacks: i64,
+}
+
 /// When failing callbacks are disabled.
 #[derive(Debug, Clone)]
 pub struct DisableRule {
@@ -160,6 +169,10 @@ pub trait Store: Send + Sync + 'static {
     /// Seals every plaintext secret token with the store's key (none: does nothing); returns how
     /// many it sealed.
     async fn seal_plaintext_secret_tokens(&self) -> StoreResult<u64>;
+
+    /// How many deliveries are due, leased and waiting to be retried, and how many callbacks are
+    /// disabled, for the metrics.
+    async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats>;
 
     /// Wakes `wake` whenever another process commits new deliveries; runs until the process
     /// ends. Backends without cross-process notifications return at once (the poll covers them).

@@ -496,6 +496,25 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn queue_stats(
+                &self,
+                now: $crate::domain::EpochMillis,
+            ) -> $crate::store::StoreResult<$crate::store::QueueStats> {
+                sqlx::query_as(
+                    "SELECT \
+                       COALESCE(SUM(CASE WHEN lease_until IS NULL AND next_attempt_at <= $1 \
+                                    THEN 1 ELSE 0 END), 0) AS due, \
+                       COALESCE(SUM(CASE WHEN lease_until > $1 THEN 1 ELSE 0 END), 0) AS leased, \
+                       COALESCE(SUM(CASE WHEN attempts > 0 AND next_attempt_at > $1 \
+                                    THEN 1 ELSE 0 END), 0) AS retrying, \
+                       (SELECT COUNT(*) FROM callbacks WHERE NOT enabled) AS disabled_callbacks \
+                     FROM deliveries WHERE status = 'PENDING'",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+            }
+
             async fn watch_new_deliveries(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
                 self.watch(wake).await
             }

@@ -541,6 +541,14 @@ async fn intake_rejects_bad_events(backend: Backend) {
             vec!["eventId"],
         ),
         (r#"[1,2]"#.into(), vec!["JSON"]),
+        (
+            r#"{"event":"BUILD_END","data":[1]}"#.into(),
+            vec!["data", "object"],
+        ),
+        (
+            r#"{"event":"BUILD_END","data":"text"}"#.into(),
+            vec!["data", "object"],
+        ),
     ];
     for (body, words) in cases {
         assert_error(&server.service_post(path, &body).await, 400, 400, &words);

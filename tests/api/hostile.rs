@@ -42,6 +42,11 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
         &["event", "region", "url", "secretToken"],
     ),
     (
+        "POST",
+        "/{a}/v4/projects/{p}/callbacks/batch",
+        &["event", "region", "url", "secretToken"],
+    ),
+    (
         "GET",
         "/{a}/v4/projects/{p}/callbacks/callback_list",
         &["page", "pageSize"],
@@ -72,6 +77,10 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
     ("PUT", "/op/projects/{p}/members/{u}", &["role"]),
     ("DELETE", "/op/projects/{p}/members/{u}", &[]),
     ("GET", "/op/projects/{p}/members", &[]),
+    // Creating a global callback is left out: it needs no admin, so generated host names would
+    // be resolved through the system's DNS.
+    ("GET", "/op/callbacks/global", &["page", "pageSize"]),
+    ("DELETE", "/op/callbacks/global/{u}", &[]),
 ];
 
 /// Valid-looking values, so cases also get past the first check to the later ones.
@@ -377,7 +386,7 @@ proptest! {
 
     #[test]
     fn a_blocked_ipv4_stays_blocked_inside_ipv6(octets in any::<[u8; 4]>()) {
-        let guard = SsrfGuard::new(Vec::new());
+        let guard = SsrfGuard::new(Vec::new(), false);
         let v4 = Ipv4Addr::from(octets);
         if guard.check_ip(IpAddr::V4(v4)).is_err() {
             prop_assert!(guard.check_ip(IpAddr::V6(v4.to_ipv6_mapped())).is_err());

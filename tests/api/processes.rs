@@ -16,15 +16,16 @@ backend_tests!(
 
 const EVENTS: usize = 2000;
 
-/// The server binary as a child process, its stderr (the log) in a file.
+/// The service binary as a child process on a free port, its stderr (the log) in a file.
 pub struct ServerProcess {
     pub child: tokio::process::Child,
-    base: String,
+    pub base: String,
     pub log: std::path::PathBuf,
 }
 
 impl ServerProcess {
-    /// Starts the binary with `vars` over the defaults and waits until it is ready.
+    /// Starts `devops-callbacks serve` on `db` (loopback callbacks allowed) with `vars` over the
+    /// defaults and waits until it is ready.
     pub async fn start(
         db: &TestDb,
         log_dir: &std::path::Path,

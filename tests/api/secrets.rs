@@ -16,6 +16,7 @@ use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
     tokens_are_sealed_at_rest_and_delivered_in_clear,
+    batch_and_global_tokens_are_sealed_too,
     migrate_seals_tokens_stored_in_plaintext,
     a_wrong_or_missing_key_stops_the_start,
     no_secret_reaches_the_log_of_a_full_run,
@@ -148,6 +149,83 @@ async fn tokens_are_sealed_at_rest_and_delivered_in_clear(backend: Backend) {
             0
         );
     }
+}
+
+/// The other two ways a token is written — batch create (one multi-row upsert) and global
+/// callbacks (op API) — seal it as well, refuse the sealed prefix, and deliver it in clear.
+async fn batch_and_global_tokens_are_sealed_too(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, &with_key(KEY)).await;
+    server.set_member("demo", "alice", "admin").await;
+    let receiver = Receiver::start().await;
+    let batch = |token: &str| {
+        format!(
+            "/batch?event=BUILD_START,BUILD_END&region=IDC&url={}&secretToken={}",
+            enc(&receiver.url("/batch")),
+            enc(token)
+        )
+    };
+    let global = |token: &str| {
+        format!(
+            "/op/callbacks/global?event=PROJECT_UPDATE&region=IDC&url={}&secretToken={}",
+            enc(&receiver.url("/global")),
+            enc(token)
+        )
+    };
+    let op = [
+        ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
+        ("X-DEVOPS-UID", "ops"),
+    ];
+
+    for answer in [
+        server
+            .v4(Method::POST, "demo", &batch("enc:v1:abc"), Some("alice"))
+            .await,
+        server.call(Method::POST, &global("enc:v1:abc"), &op).await,
+    ] {
+        assert_error(&answer, 400, 400, &["secretToken", "enc:v1:"]);
+    }
+    let (status, answer) = server
+        .v4(Method::POST, "demo", &batch(PLAIN), Some("alice"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = server.call(Method::POST, &global(WHSEC), &op).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let sealed = db
+        .scalar("SELECT COUNT(*) FROM callbacks WHERE secret_token LIKE 'enc:v1:%'")
+        .await;
+    assert_eq!(sealed, 3);
+    for token in [PLAIN, WHSEC] {
+        assert_eq!(
+            rows_containing(&db, "callbacks", "secret_token", token).await,
+            0
+        );
+    }
+
+    for body in [
+        r#"{"event":"BUILD_END","data":{}}"#,
+        r#"{"event":"PROJECT_UPDATE","data":{}}"#,
+    ] {
+        let (status, answer) = server.publish("demo", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["data"]["deliveries"], 1, "{body}: {answer}");
+    }
+    let received = receiver.wait_for(2, WAIT).await;
+    for request in &received {
+        let expected = if request.path == "/batch" {
+            PLAIN
+        } else {
+            WHSEC
+        };
+        assert_eq!(request.header("x-devops-webhook-token"), expected);
+    }
+    let global = received
+        .iter()
+        .find(|r| r.path == "/global")
+        .expect("the global delivery");
+    let verifier = standardwebhooks::Webhook::new(WHSEC).unwrap();
+    verifier.verify(&global.body, &global.headers).unwrap();
 }
 
 async fn wait_for_history(server: &TestServer, n: usize) -> Vec<Value> {

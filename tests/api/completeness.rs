@@ -1,0 +1,330 @@
+//! The rest of the v4 resource and the op API: batch create, global callbacks.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{
+    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, enc,
+};
+use crate::receiver::Receiver;
+
+backend_tests!(
+    batch_create_registers_each_event_once,
+    global_callbacks_receive_project_events_of_every_project,
+    metrics_move_after_a_delivery,
+);
+
+async fn batch_create_registers_each_event_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.set_member("demo", "alice", "admin").await;
+    server.set_member("demo", "mary", "member").await;
+    let url = enc("http://93.184.215.14/batch");
+    let batch = |user: &'static str, events: &str| {
+        let server = &server;
+        let tail = format!(
+            "/batch?event={}&region=OSS&url={url}&secretToken=t",
+            enc(events)
+        );
+        async move { server.v4(Method::POST, "demo", &tail, Some(user)).await }
+    };
+
+    let (status, body) = batch("alice", " BUILD_START,\tBUILD_END,BUILD_START ").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": 0, "data": {"successEvents": ["BUILD_START", "BUILD_END"], "failureEvents": {}}})
+    );
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 2);
+
+    assert_error(
+        &batch("alice", "BUILD_END,NOPE,BUILD_TASK_END").await,
+        400,
+        400,
+        &["NOPE", "event"],
+    );
+    assert_error(&batch("alice", " , ").await, 400, 400, &["event"]);
+    assert_error(
+        &batch("alice", "BUILD_END,").await,
+        400,
+        400,
+        &["event", "empty"],
+    );
+    assert_error(&batch("alice", "").await, 400, 400, &["event"]);
+    assert_error(&batch("mary", "BUILD_END").await, 403, 2101104, &["mary"]);
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 2, "refused batches wrote nothing");
+
+    // Again with one more event: the existing rows are updated in place, one is added.
+    let (_, body) = batch("alice", "BUILD_END,BUILD_TASK_END").await;
+    assert_eq!(
+        body["data"]["successEvents"],
+        json!(["BUILD_END", "BUILD_TASK_END"])
+    );
+    let (_, list) = server.list("demo", "alice", "").await;
+    assert_eq!(list["data"]["count"], 3);
+}
+
+async fn global_callbacks_receive_project_events_of_every_project(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, DELIVERY_VARS).await;
+    let receiver = Receiver::start().await;
+    let token = ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN);
+    let op = ("X-DEVOPS-UID", "ops");
+    let create = |event: &str| {
+        format!(
+            "/op/callbacks/global?event={event}&region=IDC&url={}&secretToken=g",
+            enc(&receiver.url("/global"))
+        )
+    };
+    let ok = (StatusCode::OK, json!({"status": 0, "data": true}));
+    assert_eq!(
+        server
+            .call(Method::POST, &create("PROJECT_UPDATE"), &[token, op])
+            .await,
+        ok
+    );
+    assert_error(
+        &server
+            .call(Method::POST, &create("BUILD_END"), &[token, op])
+            .await,
+        400,
+        400,
+        &["PROJECT_"],
+    );
+    assert_error(
+        &server
+            .call(Method::POST, &create("PROJECT_UPDATE"), &[op])
+            .await,
+        401,
+        401,
+        &[],
+    );
+
+    let (status, list) = server
+        .call(Method::GET, "/op/callbacks/global", &[token])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"]["count"], 1);
+    let record = &list["data"]["records"][0];
+    assert_eq!(
+        (record["projectId"].clone(), record["events"].clone()),
+        (json!("DEVOPS_ALL_PROJECT"), json!("PROJECT_UPDATE"))
+    );
+
+    // Project events of two projects reach it; other events and other project events do not.
+    for project in ["alpha", "beta"] {
+        let (_, answer) = server
+            .publish(
+                project,
+                r#"{"event":"PROJECT_UPDATE","data":{"enable":true}}"#,
+            )
+            .await;
+        assert_eq!(answer["data"]["deliveries"], 1, "{project}");
+    }
+    let (_, answer) = server
+        .publish("alpha", r#"{"event":"PROJECT_DISABLE","data":{}}"#)
+        .await;
+    assert_eq!(answer["data"]["deliveries"], 0);
+    let (_, answer) = server
+        .publish("alpha", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    assert_eq!(answer["data"]["deliveries"], 0);
+    let received = receiver.wait_for(2, Duration::from_secs(15)).await;
+    assert!(
+        received
+            .iter()
+            .all(|r| r.header("x-devops-webhook-token") == "g")
+    );
+
+    let id = record["id"].as_i64().unwrap();
+    let path = format!("/op/callbacks/global/{id}");
+    assert_eq!(server.call(Method::DELETE, &path, &[token]).await, ok);
+    assert_error(
+        &server.call(Method::DELETE, &path, &[token]).await,
+        404,
+        2101136,
+        &[],
+    );
+    assert_error(
+        &server
+            .call(Method::DELETE, "/op/callbacks/global/x", &[token])
+            .await,
+        400,
+        400,
+        &[],
+    );
+}
+
+/// The value of one sample in Prometheus text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(server: &TestServer) -> String {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    response.text().await.unwrap()
+}
+
+async fn metrics_move_after_a_delivery(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, DELIVERY_VARS).await;
+    server.set_member("demo", "alice", "admin").await;
+    let receiver = Receiver::start().await;
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/m"), None)
+        .await;
+    let success = r#"devops_callbacks_deliveries_total{outcome="success"}"#;
+    let before = scrape(&server).await;
+
+    server
+        .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    receiver.wait_for(1, Duration::from_secs(15)).await;
+    let mut after = scrape(&server).await;
+    for _ in 0..50 {
+        if sample(&after, success) > sample(&before, success) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(&server).await;
+    }
+    assert!(
+        sample(&after, success) > sample(&before, success),
+        "{after}"
+    );
+    assert!(
+        after.contains("devops_callbacks_delivery_attempt_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"devops_callbacks_delivery_queue{state="due"}"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"route="/{apigw_type}/v4/projects/{project_id}/callbacks""#),
+        "{after}"
+    );
+    assert!(sample(&after, "devops_callbacks_events_accepted_total") >= 1.0);
+
+    let (_, list) = server.list("demo", "alice", "").await;
+    let id = list["data"]["records"][0]["id"].as_i64().unwrap();
+    server
+        .v4(
+            Method::PUT,
+            "demo",
+            &format!("/callback_disable?id={id}"),
+            Some("alice"),
+        )
+        .await;
+    assert_eq!(
+        sample(
+            &scrape(&server).await,
+            "devops_callbacks_callbacks_disabled"
+        ),
+        1.0
+    );
+}
+
+/// The document is generated from the handlers: every route is in it, once, with the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let response = reqwest::get(server.url("/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut operations: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{method} {path}"))
+        })
+        .collect();
+    operations.sort();
+    let v4 = "/{apigw_type}/v4/projects/{project_id}/callbacks";
+    let mut expected: Vec<String> = [
+        format!("post {v4}"),
+        format!("post {v4}/batch"),
+        format!("get {v4}/callback_list"),
+        format!("delete {v4}/callback"),
+        format!("put {v4}/callback_enable"),
+        format!("put {v4}/callback_disable"),
+        format!("get {v4}/callback_history"),
+        format!("post {v4}/callback_retry"),
+        "post /service/callbacks/projects/{project_id}/events".to_owned(),
+        "post /service/callbacks/events:batch".to_owned(),
+        "post /op/callbacks/global".to_owned(),
+        "get /op/callbacks/global".to_owned(),
+        "delete /op/callbacks/global/{id}".to_owned(),
+        "put /op/projects/{project_id}/members/{user_id}".to_owned(),
+        "delete /op/projects/{project_id}/members/{user_id}".to_owned(),
+        "get /op/projects/{project_id}/members".to_owned(),
+        "get /healthz".to_owned(),
+        "get /readyz".to_owned(),
+        "get /metrics".to_owned(),
+        "get /openapi.json".to_owned(),
+    ]
+    .into();
+    expected.sort();
+    assert_eq!(operations, expected);
+    let create = &document["paths"][v4]["post"];
+    let names: Vec<&str> = create["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "apigw_type",
+            "project_id",
+            "X-DEVOPS-UID",
+            "X-Bkapi-JWT",
+            "event",
+            "region",
+            "url",
+            "secretToken"
+        ]
+    );
+    assert_eq!(
+        create["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorEnvelope"
+    );
+    // Every v4 route documents the gateway token, as an optional header.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        if !path.starts_with("/{apigw_type}/") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let jwt = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "X-Bkapi-JWT")
+                .unwrap_or_else(|| panic!("{method} {path} does not document X-Bkapi-JWT"));
+            assert_eq!(jwt["in"], "header", "{method} {path}");
+            assert_ne!(jwt["required"], true, "{method} {path}");
+        }
+    }
+    let events = &document["components"]["schemas"]["CallbackEvent"]["enum"];
+    assert_eq!(events.as_array().unwrap().len(), 18);
+}
