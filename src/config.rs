@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::auth::gateway::GatewayKey;
 use crate::delivery::retry::{HumanDuration, RetrySchedule};
+use crate::secrets::{Secret, SecretKey};
 
 /// bk-ci's default list of "high-risk" ports (`project.callback.black-ports`).
 pub const DEFAULT_BLOCKED_PORTS: &[u16] = &[
@@ -37,20 +39,24 @@ impl FromStr for LogFormat {
     }
 }
 
-/// A secret that never shows up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Who decides permissions (`AUTH_MODE`).
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// The `project_members` table (the default).
+    Local,
+    /// The bk-ci auth service.
+    BkCi(BkCiAuthConfig),
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
+/// Where and how to ask the bk-ci auth service.
+#[derive(Debug, Clone)]
+pub struct BkCiAuthConfig {
+    /// `BKCI_AUTH_URL`: the service's base URL, http(s).
+    pub url: url::Url,
+    /// `BKCI_AUTH_TOKEN`, sent as `X-DEVOPS-BK-TOKEN`.
+    pub token: Secret,
+    /// `BKCI_AUTH_TIMEOUT_MS`: longest a question may take before the request answers 503.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -70,10 +76,21 @@ pub struct Config {
     pub blocked_ports: Vec<u16>,
     /// Zone for the `yyyy-MM-dd HH:mm:ss` times of the history API.
     pub time_zone: chrono_tz::Tz,
-    /// How long a permission decision may be reused (0 disables the cache).
+    pub auth_mode: AuthMode,
+    /// How long a permission decision may be reused (0 disables the cache); refusals are kept
+    /// for a fifth of it.
     pub auth_cache_ttl: Duration,
+    /// The API gateway's public key; when set, `/{apigwType}/…` requests need a valid
+    /// `X-Bkapi-JWT`. Unset: `X-DEVOPS-UID` is trusted as sent.
+    pub apigw_public_key: Option<GatewayKey>,
+    /// Seals callback tokens at rest; unset: they are stored as sent.
+    pub secret_encryption_key: Option<SecretKey>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Longest request target (path and query); longer is a 414.
+    pub max_uri_bytes: usize,
+    /// Most bytes of request headers (names and values); more is a 431.
+    pub max_header_bytes: usize,
     /// Attempts in flight at once in this process.
     pub delivery_concurrency: usize,
     pub delivery_timeout: Duration,
@@ -104,6 +121,16 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl ConfigError {
+    /// For secrets: the message keeps the reason but not the value.
+    fn redacted(mut self) -> Self {
+        if !self.value.is_empty() {
+            self.value = "***".to_owned();
+        }
+        self
+    }
+}
+
 impl Config {
     /// Reads the process environment (call `dotenvy::dotenv()` first in development).
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -117,6 +144,24 @@ impl Config {
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
+        let auth_mode = match vars.parsed("AUTH_MODE", AuthModeName::Local)? {
+            AuthModeName::Local => AuthMode::Local,
+            AuthModeName::BkCi => AuthMode::BkCi(BkCiAuthConfig {
+                url: vars
+                    .required::<HttpUrl>("BKCI_AUTH_URL", "AUTH_MODE=bkci")?
+                    .0,
+                token: vars
+                    .required::<BkCiToken>("BKCI_AUTH_TOKEN", "AUTH_MODE=bkci")
+                    .map_err(ConfigError::redacted)?
+                    .0,
+                timeout: Duration::from_millis(vars.parsed("BKCI_AUTH_TIMEOUT_MS", 3_000)?),
+            }),
+        };
+        // bk-ci answers over the network, so its decisions are kept longer by default.
+        let default_ttl = match auth_mode {
+            AuthMode::Local => 5,
+            AuthMode::BkCi(_) => 30,
+        };
         Self {
             database_url: vars
                 .raw("DATABASE_URL")
@@ -124,14 +169,32 @@ impl Config {
             database_max_connections: vars.parsed("DATABASE_MAX_CONNECTIONS", 32)?,
             listen_addr: vars.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             log_format: vars.parsed("LOG_FORMAT", LogFormat::Text)?,
-            service_token: vars.raw("SERVICE_TOKEN").map(Secret),
+            service_token: vars.raw("SERVICE_TOKEN").map(Secret::new),
             allowed_cidrs: vars.list("CALLBACK_ALLOWED_CIDRS", Vec::new())?,
             allowlist_only: vars.parsed("CALLBACK_ALLOWLIST_ONLY", false)?,
             blocked_ports: vars.list("CALLBACK_BLOCKED_PORTS", DEFAULT_BLOCKED_PORTS.to_vec())?,
             time_zone: vars.parsed("TIME_ZONE", chrono_tz::Asia::Shanghai)?,
-            auth_cache_ttl: Duration::from_secs(vars.parsed("AUTH_CACHE_TTL_SECS", 5)?),
+            auth_mode,
+            auth_cache_ttl: Duration::from_secs(vars.parsed("AUTH_CACHE_TTL_SECS", default_ttl)?),
+            apigw_public_key: vars
+                .raw("APIGW_PUBLIC_KEY_FILE")
+                .map(|path| {
+                    GatewayKey::load(path.trim().as_ref()).map_err(|reason| ConfigError {
+                        name: "APIGW_PUBLIC_KEY_FILE",
+                        value: path,
+                        reason,
+                    })
+                })
+                .transpose()?,
+            secret_encryption_key: vars
+                .raw("SECRET_ENCRYPTION_KEY")
+                .map(|value| parse_value("SECRET_ENCRYPTION_KEY", value))
+                .transpose()
+                .map_err(ConfigError::redacted)?,
             request_timeout: Duration::from_secs(vars.parsed("REQUEST_TIMEOUT_SECS", 30)?),
             max_body_bytes: vars.parsed("MAX_BODY_BYTES", 16 * 1024 * 1024)?,
+            max_uri_bytes: vars.parsed("MAX_URI_BYTES", 8 * 1024)?,
+            max_header_bytes: vars.parsed("MAX_HEADER_BYTES", 32 * 1024)?,
             delivery_concurrency: vars.parsed("DELIVERY_CONCURRENCY", 64)?,
             delivery_timeout: Duration::from_millis(vars.parsed("DELIVERY_TIMEOUT_MS", 10_000)?),
             retry_schedule: vars.parsed("DELIVERY_RETRY_SCHEDULE", RetrySchedule::default())?,
@@ -156,55 +219,100 @@ impl Config {
 
     /// Rules between variables.
     fn validated(self) -> Result<Self, ConfigError> {
-        let invalid = |name: &'static str, value: String, reason: &str| ConfigError {
-            name,
-            value,
-            reason: reason.to_owned(),
-        };
-        if self.delivery_concurrency == 0 {
-            return Err(invalid(
-                "DELIVERY_CONCURRENCY",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.delivery_timeout.is_zero() {
-            return Err(invalid(
-                "DELIVERY_TIMEOUT_MS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
+        let bkci_timeout_zero =
+            matches!(&self.auth_mode, AuthMode::BkCi(service) if service.timeout.is_zero());
+        let zeros = [
+            ("DELIVERY_CONCURRENCY", self.delivery_concurrency == 0),
+            ("DELIVERY_TIMEOUT_MS", self.delivery_timeout.is_zero()),
+            (
+                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
+                self.max_in_flight_per_host == 0,
+            ),
+            ("RETENTION_SWEEP_SECS", self.retention_sweep.is_zero()),
+            ("DELIVERY_POLL_MS", self.delivery_poll.is_zero()),
+            ("BKCI_AUTH_TIMEOUT_MS", bkci_timeout_zero),
+            ("MAX_URI_BYTES", self.max_uri_bytes == 0),
+            ("MAX_HEADER_BYTES", self.max_header_bytes == 0),
+        ];
+        if let Some(&(name, _)) = zeros.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError {
+                name,
+                value: "0".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
         }
         if self.delivery_lease <= self.delivery_timeout + Duration::from_secs(1) {
-            return Err(invalid(
-                "DELIVERY_LEASE_SECS",
-                self.delivery_lease.as_secs().to_string(),
-                "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow attempt could be sent twice",
-            ));
-        }
-        if self.max_in_flight_per_host == 0 {
-            return Err(invalid(
-                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.retention_sweep.is_zero() {
-            return Err(invalid(
-                "RETENTION_SWEEP_SECS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if self.delivery_poll.is_zero() {
-            return Err(invalid(
-                "DELIVERY_POLL_MS",
-                "0".to_owned(),
-                "must be at least 1",
-            ));
+            return Err(ConfigError {
+                name: "DELIVERY_LEASE_SECS",
+                value: self.delivery_lease.as_secs().to_string(),
+                reason: "must exceed DELIVERY_TIMEOUT_MS by more than a second, or a slow \
+                         attempt could be sent twice"
+                    .to_owned(),
+            });
         }
         Ok(self)
     }
+}
+
+/// The values `AUTH_MODE` takes.
+#[derive(Debug, Clone, Copy)]
+enum AuthModeName {
+    Local,
+    BkCi,
+}
+
+impl FromStr for AuthModeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Self::Local),
+            "bkci" => Ok(Self::BkCi),
+            other => Err(format!("`{other}` is not one of: local, bkci")),
+        }
+    }
+}
+
+/// An http(s) base URL with a host.
+struct HttpUrl(url::Url);
+
+impl FromStr for HttpUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(s).map_err(|e| e.to_string())?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err("must be an http:// or https:// URL with a host".to_owned());
+        }
+        Ok(Self(url))
+    }
+}
+
+/// `BKCI_AUTH_TOKEN` travels in a header, so it must be one.
+struct BkCiToken(Secret);
+
+impl FromStr for BkCiToken {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match reqwest::header::HeaderValue::from_str(s) {
+            Ok(_) => Ok(Self(Secret::new(s))),
+            Err(_) => Err("must be visible ASCII (it is sent as a header)"),
+        }
+    }
+}
+
+/// A set variable's value, parsed; the error names the variable.
+fn parse_value<T>(name: &'static str, value: String) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError {
+        name,
+        reason: e.to_string(),
+        value,
+    })
 }
 
 struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
@@ -220,12 +328,22 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         T: FromStr,
         T::Err: fmt::Display,
     {
+        self.raw(name)
+            .map_or(Ok(default), |value| parse_value(name, value))
+    }
+
+    /// A variable that `because` makes mandatory.
+    fn required<T>(&self, name: &'static str, because: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
         match self.raw(name) {
-            None => Ok(default),
-            Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            Some(value) => parse_value(name, value),
+            None => Err(ConfigError {
                 name,
-                reason: e.to_string(),
-                value,
+                value: String::new(),
+                reason: format!("must be set when {because}"),
             }),
         }
     }
@@ -296,6 +414,86 @@ mod tests {
         assert!(err.to_string().contains("DELIVERY_RETRY_SCHEDULE"), "{err}");
         let err = super::tests::config(&[("DELIVERY_TIMEOUT_MS", "60000")]).unwrap_err();
         assert!(err.to_string().contains("DELIVERY_LEASE_SECS"), "{err}");
+        for name in ["DELIVERY_CONCURRENCY", "DELIVERY_POLL_MS", "MAX_URI_BYTES"] {
+            let err = super::tests::config(&[(name, "0")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_auth_mode_picks_the_cache_default_and_needs_its_service() {
+        assert_eq!(config(&[]).unwrap().auth_cache_ttl, Duration::from_secs(5));
+        let bkci = [
+            ("AUTH_MODE", "bkci"),
+            ("BKCI_AUTH_URL", "http://auth.example:8080/prefix/"),
+            ("BKCI_AUTH_TOKEN", "bk-token"),
+        ];
+        let config = super::tests::config(&bkci).unwrap();
+        assert_eq!(config.auth_cache_ttl, Duration::from_secs(30));
+        let AuthMode::BkCi(service) = &config.auth_mode else {
+            panic!("bkci mode")
+        };
+        assert_eq!(service.timeout, Duration::from_secs(3));
+        assert!(!format!("{config:?}").contains("bk-token"));
+        let mut ttl = bkci.to_vec();
+        ttl.push(("AUTH_CACHE_TTL_SECS", "1"));
+        assert_eq!(
+            super::tests::config(&ttl).unwrap().auth_cache_ttl,
+            Duration::from_secs(1)
+        );
+
+        for (missing, name) in [(1, "BKCI_AUTH_URL"), (2, "BKCI_AUTH_TOKEN")] {
+            let mut vars = bkci.to_vec();
+            vars.remove(missing);
+            let err = super::tests::config(&vars).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let err = super::tests::config(&[("AUTH_MODE", "ldap")]).unwrap_err();
+        assert!(err.to_string().contains("AUTH_MODE"), "{err}");
+        let mut vars = bkci.to_vec();
+        vars[1] = ("BKCI_AUTH_URL", "mailto:auth@example.com");
+        let err = super::tests::config(&vars).unwrap_err();
+        assert!(err.to_string().contains("BKCI_AUTH_URL"), "{err}");
+        let mut vars = bkci.to_vec();
+        vars[2] = ("BKCI_AUTH_TOKEN", "tök\nen");
+        let err = super::tests::config(&vars).unwrap_err();
+        assert!(err.to_string().contains("BKCI_AUTH_TOKEN"), "{err}");
+        assert!(!err.to_string().contains("tök"), "{err}");
+    }
+
+    #[test]
+    fn key_settings_fail_naming_the_variable_without_the_secret() {
+        let err = config(&[("SECRET_ENCRYPTION_KEY", "c2hvcnQta2V5")]).unwrap_err();
+        assert!(err.to_string().contains("SECRET_ENCRYPTION_KEY"), "{err}");
+        assert!(!err.to_string().contains("c2hvcnQta2V5"), "{err}");
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let config = super::tests::config(&[("SECRET_ENCRYPTION_KEY", key)]).unwrap();
+        assert!(config.secret_encryption_key.is_some());
+        assert!(!format!("{config:?}").contains(key));
+
+        let err =
+            super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", "/nonexistent/key.pem")]).unwrap_err();
+        assert!(err.to_string().contains("APIGW_PUBLIC_KEY_FILE"), "{err}");
+        let dir = std::env::temp_dir().join(format!("dc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_a_key = dir.join("not-a-key.pem");
+        std::fs::write(&not_a_key, "hello").unwrap();
+        let err = super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", not_a_key.to_str().unwrap())])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not a PEM RSA public key"),
+            "{err}"
+        );
+        let private = dir.join("private.pem");
+        std::fs::write(
+            &private,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", private.to_str().unwrap())])
+            .unwrap_err();
+        assert!(err.to_string().contains("private key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

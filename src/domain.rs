@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::secrets::Secret;
+
 /// A closed set of names that travel as strings (query parameters, JSON, database columns).
 /// Parsing is case-sensitive, and a bad value is rejected with the list of allowed ones.
 macro_rules! string_enum {
@@ -373,7 +375,7 @@ pub struct NewCallback {
     pub url: String,
     pub event: CallbackEvent,
     pub region: Region,
-    pub secret_token: Option<String>,
+    pub secret_token: Option<Secret>,
     pub user: UserId,
 }
 
@@ -488,7 +490,7 @@ pub struct ClaimedDelivery {
 pub struct DeliveryTarget {
     pub project_id: ProjectId,
     pub url: String,
-    pub secret_token: Option<String>,
+    pub secret_token: Option<Secret>,
 }
 
 /// One request header as history keeps it (secrets masked).

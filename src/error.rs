@@ -15,6 +15,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Gateway trust is on and `X-Bkapi-JWT` is missing, invalid or lacks the identity needed.
+    #[error("{0}")]
+    GatewayToken(String),
     #[error("user {user} is not an administrator of project {project}")]
     NotProjectAdmin { user: UserId, project: ProjectId },
     #[error("user {user} does not have permission to access project {project}")]
@@ -33,9 +36,19 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("the request target (path and query) is longer than {max} bytes")]
+    UriTooLong { max: usize },
+    #[error("the request headers are larger than {max} bytes")]
+    HeadersTooLarge { max: usize },
+    /// The request is valid but this deployment does not do it (e.g. local members under bk-ci).
+    #[error("{0}")]
+    Conflict(String),
     /// The service cannot answer now (database down, a required setting missing, a timeout).
     #[error("{0}")]
     Unavailable(String),
+    /// The bk-ci auth service could not give a decision; the detail is logged, not sent.
+    #[error("the permission check failed: the bk-ci auth service {0}")]
+    AuthServiceUnavailable(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -52,14 +65,19 @@ impl AppError {
             Self::BadRequest(_) | Self::InvalidCallbackUrl(_) | Self::BlockedAddress { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::GatewayToken(_) => StatusCode::UNAUTHORIZED,
             Self::NotProjectAdmin { .. } | Self::NotProjectMember { .. } => StatusCode::FORBIDDEN,
             Self::CallbackNotFound(_) | Self::HistoryNotFound(_) | Self::RouteNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) | Self::AuthServiceUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +93,7 @@ impl AppError {
             Self::BlockedAddress { .. } => 2101366,
             Self::CallbackNotFound(_) => 2101136,
             Self::HistoryNotFound(_) => 2101134,
+            Self::GatewayToken(_) => 2112005,
             _ => i32::from(self.http_status().as_u16()),
         }
     }
@@ -84,6 +103,10 @@ impl AppError {
         match self.http_status() {
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Database(_)) => {
                 "database unavailable, try again later".to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::AuthServiceUnavailable(_)) => {
+                "the permission check failed: the bk-ci auth service is unavailable, try again later"
+                    .to_owned()
             }
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "internal server error; see the server log for this request id".to_owned()

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use http::app;
 
 use auth::Authority;
+use auth::gateway::GatewayVerifier;
 use config::Config;
 use delivery::retention;
 use delivery::sender::Sender;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub authority: Arc<Authority>,
+    /// Verifies `X-Bkapi-JWT` when `APIGW_PUBLIC_KEY_FILE` is set.
+    pub gateway: Option<Arc<GatewayVerifier>>,
     pub ssrf: Arc<SsrfGuard>,
     /// Coalesces concurrent registrations into multi-row upserts.
     pub callbacks: CallbackWriter,
@@ -55,7 +59,11 @@ impl AppState {
         ));
         Self {
             callbacks: CallbackWriter::start(store.clone()),
-            authority: Arc::new(Authority::local(store.clone(), config.auth_cache_ttl)),
+            authority: Arc::new(Authority::new(&config, store.clone())),
+            gateway: config
+                .apigw_public_key
+                .as_ref()
+                .map(|key| Arc::new(GatewayVerifier::new(key))),
             sender: Arc::new(Sender::new(config.delivery_timeout, ssrf.clone())),
             ssrf,
             config: Arc::new(config),

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use devops_callbacks::config::Config;
+use devops_callbacks::auth::MEMBERS_MANAGED_IN_BKCI;
+use devops_callbacks::config::{AuthMode, Config};
 use devops_callbacks::delivery::intake;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
 use devops_callbacks::{AppState, store, telemetry};
@@ -108,6 +109,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if config.service_token.is_none() {
                 tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
             }
+            if config.apigw_public_key.is_none() {
+                tracing::warn!(
+                    "APIGW_PUBLIC_KEY_FILE is unset: X-DEVOPS-UID is trusted as sent; \
+                     expose the service only behind the API gateway"
+                );
+            }
             let store = store::open(&config).await.context("opening the database")?;
             let listener = tokio::net::TcpListener::bind(config.listen_addr)
                 .await
@@ -120,12 +127,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
         }
         Command::Migrate => {
-            store::open(&config)
+            let store = store::open(&config)
                 .await
                 .context("migrating the database")?;
             println!("migrations applied");
+            if config.secret_encryption_key.is_some() {
+                let sealed = store
+                    .seal_plaintext_secret_tokens()
+                    .await
+                    .context("encrypting stored secret tokens")?;
+                println!("{sealed} plaintext secret token(s) encrypted");
+            }
         }
         Command::Members { action } => {
+            if let AuthMode::BkCi(_) = config.auth_mode {
+                anyhow::bail!(MEMBERS_MANAGED_IN_BKCI);
+            }
             let store = store::open(&config).await.context("opening the database")?;
             match action {
                 MembersAction::Add {

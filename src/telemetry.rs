@@ -1,4 +1,5 @@
-//! Logging (`RUST_LOG` filters, `LOG_FORMAT` picks text or JSON) and Prometheus metrics.
+//! Logging (`RUST_LOG` filters, `LOG_FORMAT` picks text or JSON) and Prometheus metrics. Logs go
+//! to stderr, so the CLI's results on stdout stay clean.
 
 use std::sync::OnceLock;
 
@@ -12,7 +13,9 @@ const DEFAULT_FILTER: &str = "devops_callbacks=info,tower_http=info";
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests, embedding) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

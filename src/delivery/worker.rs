@@ -23,6 +23,7 @@ use crate::domain::{
     Attempt, AttemptStatus, CallbackEffect, ClaimedDelivery, DeliveryOutcome, DeliveryStatus,
     DeliveryTarget, EpochMillis, Lane, now_millis,
 };
+use crate::secrets::Secret;
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
 
@@ -399,7 +400,7 @@ pub async fn send_attempt(
     let start = now_millis();
     let headers = sender::delivery_headers(
         &delivery_id.to_string(),
-        target.secret_token.as_deref(),
+        target.secret_token.as_ref().map(Secret::expose),
         &body,
         start / 1000,
     );

@@ -12,8 +12,9 @@ use crate::domain::{
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Caller, ProjectScope, ProjectScopeParams, Query};
+use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
+use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
@@ -46,18 +47,23 @@ pub(super) struct CreateParams {
 /// Longest accepted `secretToken`, in bytes.
 const MAX_SECRET_TOKEN_LEN: usize = 1024;
 
-/// `secretToken` as stored: empty means none, and it has a length limit.
-pub(super) fn secret_token(param: Option<String>) -> Result<Option<String>> {
-    let token = param.filter(|token| !token.is_empty());
-    if token
-        .as_ref()
-        .is_some_and(|t| t.len() > MAX_SECRET_TOKEN_LEN)
-    {
+/// `secretToken` as stored: empty means none, it has a length limit, and it must not look sealed
+/// (stored tokens with that prefix are taken for sealed ones). Sealing happens in the store.
+pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
+    let Some(token) = param.filter(|token| !token.is_empty()) else {
+        return Ok(None);
+    };
+    if token.len() > MAX_SECRET_TOKEN_LEN {
         return Err(AppError::BadRequest(format!(
             "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
         )));
     }
-    Ok(token)
+    if Sealer::is_sealed(&token) {
+        return Err(AppError::BadRequest(format!(
+            "query parameter secretToken must not start with `{SEALED_PREFIX}`"
+        )));
+    }
+    Ok(Some(Secret::new(token)))
 }
 
 /// The seed API: register (or update) one callback. Admin only.
@@ -66,17 +72,19 @@ pub(super) fn secret_token(param: Option<String>) -> Result<Option<String>> {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks",
     operation_id = "callback_create",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), CreateParams),
+    params(ProjectScopeParams, CallerHeaders, CreateParams),
     responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn create(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<CreateParams>,
 ) -> Result<Envelope<bool>> {
     let secret_token = secret_token(params.secret_token)?;
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     let url = state.vet_callback_url(params.url).await?;
     state
         .callbacks
@@ -86,7 +94,7 @@ async fn create(
             event: params.event,
             region: params.region,
             secret_token,
-            user,
+            user: scope.user,
         })
         .await?;
     Ok(Envelope::ok(true))
@@ -133,23 +141,23 @@ struct BatchResult {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/batch",
     operation_id = "callback_batch_create",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), BatchParams),
+    params(ProjectScopeParams, CallerHeaders, BatchParams),
     responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn create_batch(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<BatchParams>,
 ) -> Result<Envelope<BatchResult>> {
     let events = parse_event_list(&params.event)?;
     let secret_token = secret_token(params.secret_token)?;
-    state.authority.require_admin(&scope.project, &user).await?;
+    let ProjectScope { project, user } = scope;
+    state.authority.require_admin(&project, &user).await?;
     let url = state.vet_callback_url(params.url).await?.into_string();
     let rows: Vec<NewCallback> = events
         .iter()
         .map(|&event| NewCallback {
-            project_id: scope.project.clone(),
+            project_id: project.clone(),
             url: url.clone(),
             event,
             region: params.region,
@@ -232,19 +240,18 @@ impl From<Callback> for CallbackRecord {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_list",
     operation_id = "callback_list",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), PageParams),
+    params(ProjectScopeParams, CallerHeaders, PageParams),
     responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<PageParams>,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
     let request = params.validate()?;
     state
         .authority
-        .require_member(&scope.project, &user)
+        .require_member(&scope.project, &scope.user)
         .await?;
     page_of(&state, &scope.project, request).await
 }
@@ -272,16 +279,18 @@ struct IdParams {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback",
     operation_id = "callback_delete",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    params(ProjectScopeParams, CallerHeaders, IdParams),
     responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn remove(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     if !state.store.delete_callback(&scope.project, id).await? {
         return Err(AppError::CallbackNotFound(id));
     }
@@ -294,16 +303,15 @@ async fn remove(
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_enable",
     operation_id = "callback_enable",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    params(ProjectScopeParams, CallerHeaders, IdParams),
     responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn enable(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, user, id, true).await
+    set_enabled(state, scope, id, true).await
 }
 
 /// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
@@ -312,30 +320,29 @@ async fn enable(
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_disable",
     operation_id = "callback_disable",
     tag = "callbacks",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    params(ProjectScopeParams, CallerHeaders, IdParams),
     responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn disable(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, user, id, false).await
+    set_enabled(state, scope, id, false).await
 }
 
 async fn set_enabled(
     state: AppState,
     scope: ProjectScope,
-    user: UserId,
     id: CallbackId,
     enabled: bool,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    let ProjectScope { project, user } = scope;
+    state.authority.require_admin(&project, &user).await?;
     let reason = (!enabled).then(|| format!("disabled by {user}"));
     if !state
         .store
-        .set_callback_enabled(&scope.project, id, &user, enabled, reason.as_deref())
+        .set_callback_enabled(&project, id, &user, enabled, reason.as_deref())
         .await?
     {
         return Err(AppError::CallbackNotFound(id));

@@ -2,14 +2,15 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::auth::gateway::BKAPI_JWT;
 use crate::config::Config;
-use crate::domain::{ApigwType, ProjectId, UserId};
+use crate::domain::{ApigwType, InvalidId, ProjectId, UserId};
 use crate::error::AppError;
 
 pub const DEVOPS_UID: &str = "x-devops-uid";
@@ -55,35 +56,23 @@ impl From<PathRejection> for AppError {
     }
 }
 
-/// The acting user, from `X-DEVOPS-UID`.
+/// The acting user, from `X-DEVOPS-UID` only: the op routes, which the gateway does not front.
 pub struct Caller(pub UserId);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(DEVOPS_UID) else {
-            return Err(AppError::Unauthorized(
-                "header X-DEVOPS-UID is required".to_owned(),
-            ));
-        };
-        let text = value.to_str().map_err(|_| {
-            AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
-        })?;
-        match text.trim().parse::<UserId>() {
-            Ok(user) => Ok(Self(user)),
-            Err(crate::domain::InvalidId::Blank) => Err(AppError::Unauthorized(
-                "header X-DEVOPS-UID must not be blank".to_owned(),
-            )),
-            Err(e) => Err(AppError::BadRequest(format!("header X-DEVOPS-UID {e}"))),
-        }
+        header_user(parts).map(Self)
     }
 }
 
-/// `/{apigwType}/v4/projects/{projectId}/…`: an unknown gateway type is an unknown route.
+/// `/{apigwType}/v4/projects/{projectId}/…` and who is acting: an unknown gateway type is an
+/// unknown route; the user is the verified gateway token's, or `X-DEVOPS-UID` (see
+/// `GatewayVerifier::caller` for which, per gateway type).
 pub struct ProjectScope {
-    pub apigw: ApigwType,
     pub project: ProjectId,
+    pub user: UserId,
 }
 
 /// The path of the v4 resource (and its documentation).
@@ -98,19 +87,66 @@ pub struct ProjectScopeParams {
     project_id: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ProjectScope {
+/// The headers naming the caller of a v4 route (documentation only: `ProjectScope` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct CallerHeaders {
+    /// The acting user, 1 to 64 characters. With gateway trust (`APIGW_PUBLIC_KEY_FILE`), a
+    /// verified user in `X-Bkapi-JWT` takes its place on `apigw-user` (and on `apigw` when the
+    /// token names one).
+    #[param(rename = "X-DEVOPS-UID")]
+    x_devops_uid: String,
+    /// The JWT the BlueKing API gateway signs (RS256/RS512). Required, and verified, when
+    /// `APIGW_PUBLIC_KEY_FILE` is configured; ignored otherwise.
+    #[param(rename = "X-Bkapi-JWT", value_type = String, required = false)]
+    x_bkapi_jwt: Option<String>,
+}
+
+impl FromRequestParts<AppState> for ProjectScope {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Path(params) = Path::<ProjectScopeParams>::from_request_parts(parts, state).await?;
-        let apigw = params
+        let apigw: ApigwType = params
             .apigw_type
             .parse()
             .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
-        Ok(Self {
-            apigw,
-            project: parse_project_id(&params.project_id)?,
-        })
+        let project = parse_project_id(&params.project_id)?;
+        let from_token = match &state.gateway {
+            Some(gateway) => gateway.caller(
+                apigw,
+                parts.headers.get(BKAPI_JWT).map(HeaderValue::as_bytes),
+            )?,
+            None => None,
+        };
+        let user = match from_token {
+            Some(user) => user,
+            None => header_user(parts)?,
+        };
+        Ok(Self { project, user })
+    }
+}
+
+/// The user named by `X-DEVOPS-UID`.
+fn header_user(parts: &Parts) -> Result<UserId, AppError> {
+    let Some(value) = parts.headers.get(DEVOPS_UID) else {
+        return Err(AppError::Unauthorized(
+            "header X-DEVOPS-UID is required".to_owned(),
+        ));
+    };
+    let text = value.to_str().map_err(|_| {
+        AppError::BadRequest("header X-DEVOPS-UID must be visible ASCII text".to_owned())
+    })?;
+    match text.trim().parse::<UserId>() {
+        Ok(user) => Ok(user),
+        Err(InvalidId::Blank) => Err(AppError::Unauthorized(
+            "header X-DEVOPS-UID must not be blank".to_owned(),
+        )),
+        Err(e) => Err(AppError::BadRequest(format!("header X-DEVOPS-UID {e}"))),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Caller, ProjectScope, ProjectScopeParams, Query};
+use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -100,13 +100,12 @@ impl From<HistoryEntry> for HistoryRecord {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
     operation_id = "callback_history_list",
     tag = "history",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), HistoryParams),
+    params(ProjectScopeParams, CallerHeaders, HistoryParams),
     responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn list(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(params): Query<HistoryParams>,
 ) -> Result<Envelope<Page<HistoryRecord>>> {
     let page = PageParams {
@@ -117,7 +116,7 @@ async fn list(
     let filter = history_filter(params, state.config.time_zone)?;
     state
         .authority
-        .require_member(&scope.project, &user)
+        .require_member(&scope.project, &scope.user)
         .await?;
     let (count, entries) = state
         .store
@@ -200,16 +199,18 @@ struct IdParams {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_retry",
     operation_id = "callback_history_retry",
     tag = "history",
-    params(ProjectScopeParams, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), IdParams),
+    params(ProjectScopeParams, CallerHeaders, IdParams),
     responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn retry(
     State(state): State<AppState>,
     scope: ProjectScope,
-    Caller(user): Caller,
     Query(IdParams { id }): Query<IdParams>,
 ) -> Result<Envelope<bool>> {
-    state.authority.require_admin(&scope.project, &user).await?;
+    state
+        .authority
+        .require_admin(&scope.project, &scope.user)
+        .await?;
     let entry = state
         .store
         .find_history(&scope.project, id)

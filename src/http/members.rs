@@ -1,4 +1,6 @@
 //! The op API for the local authority: `/op/projects/{projectId}/members…`, service token only.
+//! Under `AUTH_MODE=bkci` the bk-ci auth service decides and the local table is not read, so
+//! these routes answer 409 rather than accept changes that would have no effect.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -7,6 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::auth::MEMBERS_MANAGED_IN_BKCI;
+use crate::config::AuthMode;
 use crate::domain::{EpochMillis, Member, MemberRole, ProjectId, UserId};
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
@@ -37,6 +41,13 @@ impl MemberPath {
     }
 }
 
+fn local_authority(state: &AppState) -> Result<()> {
+    match state.config.auth_mode {
+        AuthMode::Local => Ok(()),
+        AuthMode::BkCi(_) => Err(AppError::Conflict(MEMBERS_MANAGED_IN_BKCI.to_owned())),
+    }
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RoleParams {
@@ -58,6 +69,7 @@ async fn set(
     Path(path): Path<MemberPath>,
     Query(RoleParams { role }): Query<RoleParams>,
 ) -> Result<Envelope<bool>> {
+    local_authority(&state)?;
     let (project, user) = path.parse()?;
     state.store.set_member(&project, &user, role).await?;
     state.authority.forget(&project, &user).await;
@@ -78,6 +90,7 @@ async fn remove(
     _: ServiceCaller,
     Path(path): Path<MemberPath>,
 ) -> Result<Envelope<bool>> {
+    local_authority(&state)?;
     let (project, user) = path.parse()?;
     let removed = state.store.remove_member(&project, &user).await?;
     state.authority.forget(&project, &user).await;
@@ -120,6 +133,7 @@ async fn list(
     _: ServiceCaller,
     Path(project_id): Path<String>,
 ) -> Result<Envelope<Vec<MemberRecord>>> {
+    local_authority(&state)?;
     let project = parse_project_id(&project_id)?;
     let members = state.store.list_members(&project).await?;
     Ok(Envelope::ok(

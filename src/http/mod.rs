@@ -55,8 +55,12 @@ use crate::telemetry::names;
 struct ApiDoc;
 
 pub fn app(state: AppState) -> Router {
-    let timeout = state.config.request_timeout;
-    let max_body_bytes = state.config.max_body_bytes;
+    let limits = Limits {
+        timeout: state.config.request_timeout,
+        max_body_bytes: state.config.max_body_bytes,
+        max_uri_bytes: state.config.max_uri_bytes,
+        max_header_bytes: state.config.max_header_bytes,
+    };
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(callbacks::router())
         .merge(events::router())
@@ -94,7 +98,16 @@ pub fn app(state: AppState) -> Router {
             get(move || serve_document(document.clone())),
         )
         .with_state(state);
-    with_edges(routes, timeout, max_body_bytes)
+    with_edges(routes, limits)
+}
+
+/// What one request may cost.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: Duration,
+    max_body_bytes: usize,
+    max_uri_bytes: usize,
+    max_header_bytes: usize,
 }
 
 async fn serve_document(document: Arc<str>) -> Response {
@@ -106,8 +119,8 @@ async fn serve_document(document: Arc<str>) -> Response {
 }
 
 /// The layers that make every response an envelope with a request id, whatever went wrong:
-/// unknown route, wrong method, oversized body, timeout or panic.
-fn with_edges(routes: Router, timeout: Duration, max_body_bytes: usize) -> Router {
+/// unknown route, wrong method, oversized target, headers or body, timeout or panic.
+fn with_edges(routes: Router, limits: Limits) -> Router {
     routes.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -117,10 +130,10 @@ fn with_edges(routes: Router, timeout: Duration, max_body_bytes: usize) -> Route
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(middleware::from_fn_with_state(timeout, edge))
+            .layer(middleware::from_fn_with_state(limits, edge))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(RequestBodyLimitLayer::new(max_body_bytes))
-            .layer(DefaultBodyLimit::max(max_body_bytes)),
+            .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
     )
 }
 
@@ -139,10 +152,10 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// Bounds the request's time, turns any response that is not JSON yet (axum's 404/405, the
-/// body limit's 413) into the envelope, and logs the cause of server errors once, inside the
-/// request span.
-async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+/// Refuses oversized request targets and headers, bounds the request's time, turns any
+/// response that is not JSON yet (axum's 404/405, the body limit's 413) into the envelope, and
+/// logs the cause of server errors once, inside the request span.
+async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Response {
     let uri = request.uri().clone();
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
@@ -151,13 +164,17 @@ async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let response = match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::Unavailable(format!(
-            "the request timed out after {} ms",
-            timeout.as_millis()
-        ))
-        .into_response(),
+    let response = if let Err(refused) = check_size(&request, limits) {
+        refused.into_response()
+    } else {
+        match tokio::time::timeout(limits.timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => AppError::Unavailable(format!(
+                "the request timed out after {} ms",
+                limits.timeout.as_millis()
+            ))
+            .into_response(),
+        }
     };
     ::metrics::histogram!(names::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
@@ -192,6 +209,31 @@ async fn edge(State(timeout): State<Duration>, request: Request, next: Next) -> 
     enveloped
 }
 
+/// Checked before routing, so no extractor ever parses an oversized query or header. (Beyond
+/// hyper's own limits — 100 headers, ~400 KiB — hyper answers before the service is reached.)
+fn check_size(request: &Request, limits: Limits) -> Result<(), AppError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Err(AppError::UriTooLong {
+            max: limits.max_uri_bytes,
+        });
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > limits.max_header_bytes {
+        return Err(AppError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
@@ -224,7 +266,15 @@ mod tests {
     }
 
     fn edges(routes: Router) -> Router {
-        with_edges(routes, Duration::from_millis(50), 16)
+        with_edges(
+            routes,
+            Limits {
+                timeout: Duration::from_millis(50),
+                max_body_bytes: 16,
+                max_uri_bytes: 64,
+                max_header_bytes: 128,
+            },
+        )
     }
 
     #[tokio::test]
@@ -250,6 +300,31 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["status"], 503);
         assert!(body["message"].as_str().unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_target_or_header_is_refused_before_routing() {
+        let router = edges(Router::new().route("/ok", get(|| async { "ok" })));
+        let long = format!("/ok?q={}", "x".repeat(64));
+        let (status, body) = call(
+            router.clone(),
+            Request::get(long.as_str()).body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG);
+        assert_eq!(body["status"], 414);
+        let request = Request::get("/ok")
+            .header("x-big", "y".repeat(128))
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(router.clone(), request).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(body["status"], 431);
+        let request = Request::get("/ok?q=fits").body(Body::empty()).unwrap();
+        assert_eq!(
+            router.oneshot(request).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ pub use sqlite::SqliteStore;
 pub use writer::CallbackWriter;
 
 use crate::config::Config;
+use crate::secrets::{SEALED_PREFIX, Sealer};
 use tokio::sync::Notify;
 
 use crate::domain::{
@@ -34,6 +35,18 @@ pub struct Claim<'a> {
     pub lane: Lane,
     /// Hosts already at their cap of attempts in flight in this process.
     pub busy_hosts: &'a [String],
+}
+
+/// How many callbacks have a sealed or a plaintext secret token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretTokenCounts {
+    pub sealed: u64,
+    pub plaintext: u64,
+}
+
+/// `SEALED_PREFIX.len()` as the SQL `substr` takes it.
+fn sealed_prefix_len() -> i32 {
+    i32::try_from(SEALED_PREFIX.len()).expect("a short prefix")
 }
 
 /// A snapshot for the metrics.
@@ -147,6 +160,16 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
 
+    /// The stored key check value (see `Sealer::key_check`), storing `fresh` first when there is
+    /// none yet.
+    async fn secret_key_check(&self, fresh: &str) -> StoreResult<String>;
+
+    async fn count_secret_tokens(&self) -> StoreResult<SecretTokenCounts>;
+
+    /// Seals every plaintext secret token with the store's key (none: does nothing); returns how
+    /// many it sealed.
+    async fn seal_plaintext_secret_tokens(&self) -> StoreResult<u64>;
+
     /// How many deliveries are due, leased and waiting to be retried, and how many callbacks are
     /// disabled, for the metrics.
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats>;
@@ -156,12 +179,15 @@ pub trait Store: Send + Sync + 'static {
     async fn watch_new_deliveries(&self, wake: Arc<Notify>);
 }
 
-/// Opens the database named by `DATABASE_URL` (creating a SQLite file if needed) and migrates it.
+/// Opens the database named by `DATABASE_URL` (creating a SQLite file if needed), migrates it,
+/// and checks that `SECRET_ENCRYPTION_KEY` opens the secrets stored in it.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = if is_postgres_url(&config.database_url) {
-        Arc::new(PgStore::connect(&config.database_url, config.database_max_connections).await?)
-    } else if config.database_url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::connect(&config.database_url, config.database_max_connections).await?)
+    let sealer = Sealer::new(config.secret_encryption_key.as_ref());
+    let (url, max) = (&config.database_url, config.database_max_connections);
+    let store: Arc<dyn Store> = if is_postgres_url(url) {
+        Arc::new(PgStore::connect(url, max, sealer.clone()).await?)
+    } else if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url, max, sealer.clone()).await?)
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got {:?})",
@@ -169,7 +195,36 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         );
     };
     store.migrate().await?;
+    check_secret_key(store.as_ref(), &sealer).await?;
     Ok(store)
+}
+
+/// A wrong or missing key stops the start, instead of failing every delivery later.
+async fn check_secret_key(store: &dyn Store, sealer: &Sealer) -> anyhow::Result<()> {
+    let counts = store.count_secret_tokens().await?;
+    let Some(fresh) = sealer.key_check() else {
+        if counts.sealed > 0 {
+            anyhow::bail!(
+                "{} callback secret tokens are stored encrypted, but SECRET_ENCRYPTION_KEY is not set; \
+                 set the key they were encrypted with",
+                counts.sealed
+            );
+        }
+        return Ok(());
+    };
+    if !sealer.matches_key_check(&store.secret_key_check(&fresh).await?) {
+        anyhow::bail!(
+            "SECRET_ENCRYPTION_KEY is not the key this database's secret tokens were encrypted \
+             with (its key check, table secret_key_check, does not decrypt); set the original key"
+        );
+    }
+    if counts.plaintext > 0 {
+        tracing::warn!(
+            plaintext = counts.plaintext,
+            "callback secret tokens are stored unencrypted; run `devops-callbacks migrate` to encrypt them"
+        );
+    }
+    Ok(())
 }
 
 pub fn is_postgres_url(url: &str) -> bool {

@@ -11,9 +11,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::shared::impl_store;
+use crate::secrets::Sealer;
 
 pub struct PgStore {
     pool: PgPool,
+    sealer: Sealer,
 }
 
 /// The LISTEN/NOTIFY channel on which intake announces new deliveries.
@@ -29,7 +31,11 @@ impl PgStore {
 
     /// Connects without migrating. Sessions left "idle in transaction" (a cancelled request
     /// future, launchbadge/sqlx#4393) are ended by the server after 30 s instead of holding locks.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        sealer: Sealer,
+    ) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", "30s")]);
         // No ping before each checkout (sqlx's default costs a round trip per query): a dead
@@ -40,7 +46,7 @@ impl PgStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, sealer })
     }
 
     /// LISTENs on the wake channel, reconnecting after failures, for as long as the process runs.

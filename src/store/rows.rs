@@ -1,6 +1,7 @@
 //! Row shapes shared by both backends and their conversion into domain types.
 
 use crate::domain::{Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member};
+use crate::secrets::{Sealer, Secret};
 
 /// Columns of `callbacks` as the list query returns them.
 pub const CALLBACK_COLUMNS: &str = "id, project_id, url, event, region, enabled, \
@@ -95,13 +96,38 @@ pub struct ClaimRow {
     enabled: Option<bool>,
 }
 
+/// A stored token, opened for sending. One that does not open is reported like any corrupt
+/// value, without its content.
+fn open_token(
+    sealer: &Sealer,
+    stored: Option<String>,
+    project: &str,
+    url: &str,
+) -> Result<Option<Secret>, sqlx::Error> {
+    stored
+        .map(|stored| {
+            sealer
+                .open_token(&stored, project, url)
+                .map(Secret::new)
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "secret_token".to_owned(),
+                    source: Box::new(e),
+                })
+        })
+        .transpose()
+}
+
 impl ClaimRow {
-    pub fn into_claimed(self, claim_token: &str) -> Result<ClaimedDelivery, sqlx::Error> {
+    pub fn into_claimed(
+        self,
+        claim_token: &str,
+        sealer: &Sealer,
+    ) -> Result<ClaimedDelivery, sqlx::Error> {
         let target = match (self.enabled, self.callback_project, self.url) {
             (Some(true), Some(project), Some(url)) => Some(DeliveryTarget {
+                secret_token: open_token(sealer, self.secret_token, &project, &url)?,
                 project_id: decode("project_id", &project)?,
                 url,
-                secret_token: self.secret_token,
             }),
             _ => None,
         };
@@ -181,14 +207,12 @@ pub struct TargetRow {
     secret_token: Option<String>,
 }
 
-impl TryFrom<TargetRow> for DeliveryTarget {
-    type Error = sqlx::Error;
-
-    fn try_from(row: TargetRow) -> Result<Self, Self::Error> {
-        Ok(Self {
-            project_id: decode("project_id", &row.project_id)?,
-            url: row.url,
-            secret_token: row.secret_token,
+impl TargetRow {
+    pub fn into_target(self, sealer: &Sealer) -> Result<DeliveryTarget, sqlx::Error> {
+        Ok(DeliveryTarget {
+            secret_token: open_token(sealer, self.secret_token, &self.project_id, &self.url)?,
+            project_id: decode("project_id", &self.project_id)?,
+            url: self.url,
         })
     }
 }

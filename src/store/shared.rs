@@ -2,7 +2,9 @@
 //! parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`, epoch-millisecond integers), so the
 //! `Store` implementation is written once and instantiated per backend by `impl_store!`.
 //!
-//! Each backend supplies `self.pool`, `Self::MIGRATOR`, `self.watch(wake)` and two fragments:
+//! Each backend supplies `self.pool`, `self.sealer` (which seals callback tokens on every write
+//! and opens them on every read for delivery), `Self::MIGRATOR`, `self.watch(wake)` and these
+//! fragments:
 //! - `Self::JSON_ROWS`: a table function over the JSON array bound as `$1`, one row per element
 //!   in a column `value` (bulk statements bind one JSON array instead of N parameters);
 //! - `Self::SKIP_LOCKED`: the row-locking clause that lets concurrent claimers pass each other;
@@ -36,7 +38,9 @@ macro_rules! impl_store {
                             "u": c.url,
                             "e": c.event.as_str(),
                             "r": c.region.as_str(),
-                            "t": c.secret_token,
+                            "t": c.secret_token.as_ref().map(|token| {
+                                self.sealer.seal_token(token.expose(), c.project_id.as_str(), &c.url)
+                            }),
                             "w": c.user.as_str(),
                         })
                     })
@@ -220,7 +224,9 @@ macro_rules! impl_store {
                 .bind(&token)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter().map(|row| row.into_claimed(&token)).collect()
+                rows.into_iter()
+                    .map(|row| row.into_claimed(&token, &self.sealer))
+                    .collect()
             }
 
             async fn next_due_at(
@@ -340,7 +346,7 @@ macro_rules! impl_store {
                 .bind(callback)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(TryInto::try_into).transpose()
+                row.map(|row| row.into_target(&self.sealer)).transpose()
             }
 
             async fn prune(
@@ -408,6 +414,86 @@ macro_rules! impl_store {
                     .map(TryInto::try_into)
                     .collect::<Result<_, _>>()?;
                 Ok((count.unsigned_abs(), records))
+            }
+
+            async fn secret_key_check(&self, fresh: &str) -> $crate::store::StoreResult<String> {
+                // Of two processes starting at once, the first one's value stays.
+                sqlx::query(
+                    "INSERT INTO secret_key_check (id, check_value, created_at) \
+                     VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(fresh)
+                .bind($crate::domain::now_millis())
+                .execute(&self.pool)
+                .await?;
+                sqlx::query_scalar("SELECT check_value FROM secret_key_check WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await
+            }
+
+            async fn count_secret_tokens(
+                &self,
+            ) -> $crate::store::StoreResult<$crate::store::SecretTokenCounts> {
+                let (sealed, all): (i64, i64) = sqlx::query_as(
+                    "SELECT CAST(COALESCE(SUM(CASE WHEN substr(secret_token, 1, $1) = $2 \
+                         THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(secret_token) \
+                     FROM callbacks",
+                )
+                .bind($crate::store::sealed_prefix_len())
+                .bind($crate::secrets::SEALED_PREFIX)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::store::SecretTokenCounts {
+                    sealed: sealed.unsigned_abs(),
+                    plaintext: (all - sealed).unsigned_abs(),
+                })
+            }
+
+            async fn seal_plaintext_secret_tokens(&self) -> $crate::store::StoreResult<u64> {
+                if !self.sealer.has_key() {
+                    return Ok(0);
+                }
+                let mut after = 0_i64;
+                let mut sealed = 0;
+                loop {
+                    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+                        "SELECT id, project_id, url, secret_token FROM callbacks \
+                         WHERE id > $1 AND secret_token IS NOT NULL \
+                           AND substr(secret_token, 1, $2) <> $3 \
+                         ORDER BY id LIMIT 500",
+                    )
+                    .bind(after)
+                    .bind($crate::store::sealed_prefix_len())
+                    .bind($crate::secrets::SEALED_PREFIX)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let Some(last) = rows.last() else {
+                        return Ok(sealed);
+                    };
+                    after = last.0;
+                    let updates: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(id, project, url, plain)| {
+                            serde_json::json!({
+                                "i": id,
+                                "o": plain,
+                                "n": self.sealer.seal_token(plain, project, url),
+                            })
+                        })
+                        .collect();
+                    // Only rows still holding the plaintext read: a concurrent re-create wins.
+                    sealed += sqlx::query(&format!(
+                        "UPDATE callbacks SET secret_token = j.sealed \
+                         FROM (SELECT CAST(value->>'i' AS BIGINT) AS id, value->>'o' AS plain, \
+                                 value->>'n' AS sealed FROM {}) AS j \
+                         WHERE callbacks.id = j.id AND callbacks.secret_token = j.plain",
+                        Self::JSON_ROWS
+                    ))
+                    .bind(serde_json::Value::from(updates).to_string())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                }
             }
 
             async fn queue_stats(

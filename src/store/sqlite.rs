@@ -12,9 +12,11 @@ use sqlx::sqlite::{
 };
 
 use super::shared::impl_store;
+use crate::secrets::Sealer;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    sealer: Sealer,
 }
 
 impl SqliteStore {
@@ -30,7 +32,11 @@ impl SqliteStore {
 
     /// WAL lets readers run beside the single writer; `busy_timeout` makes writers queue
     /// instead of failing with "database is locked".
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        sealer: Sealer,
+    ) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -42,7 +48,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, sealer })
     }
 
     async fn watch(&self, _wake: Arc<Notify>) {}

@@ -298,6 +298,7 @@ async fn the_openapi_document_covers_every_route() {
             "apigw_type",
             "project_id",
             "X-DEVOPS-UID",
+            "X-Bkapi-JWT",
             "event",
             "region",
             "url",
@@ -308,6 +309,22 @@ async fn the_openapi_document_covers_every_route() {
         create["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ErrorEnvelope"
     );
+    // Every v4 route documents the gateway token, as an optional header.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        if !path.starts_with("/{apigw_type}/") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let jwt = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "X-Bkapi-JWT")
+                .unwrap_or_else(|| panic!("{method} {path} does not document X-Bkapi-JWT"));
+            assert_eq!(jwt["in"], "header", "{method} {path}");
+            assert_ne!(jwt["required"], true, "{method} {path}");
+        }
+    }
     let events = &document["components"]["schemas"]["CallbackEvent"]["enum"];
     assert_eq!(events.as_array().unwrap().len(), 18);
 }

@@ -1,13 +1,18 @@
 //! Integration tests: the real server on port 0, run against SQLite and PostgreSQL alike.
 
+mod bkci;
 mod callbacks;
 mod cli;
 mod common;
 mod completeness;
 mod delivery;
 mod edges;
+mod gateway;
+mod hostile;
+mod keys;
 mod members;
 mod processes;
 mod readme;
 mod receiver;
 mod resilience;
+mod secrets;

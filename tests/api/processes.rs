@@ -16,15 +16,16 @@ backend_tests!(
 
 const EVENTS: usize = 2000;
 
-/// The service binary as a child process on a free port, logging to a file.
+/// The service binary as a child process on a free port, its stderr (the log) in a file.
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub base: String,
-    log: std::path::PathBuf,
+    pub log: std::path::PathBuf,
 }
 
 impl ServerProcess {
-    /// Starts `devops-callbacks serve` on `db` (loopback callbacks allowed) and waits until ready.
+    /// Starts `devops-callbacks serve` on `db` (loopback callbacks allowed) with `vars` over the
+    /// defaults and waits until it is ready.
     pub async fn start(
         db: &TestDb,
         log_dir: &std::path::Path,
@@ -76,16 +77,15 @@ impl ServerProcess {
         );
     }
 
-    async fn post(&self, path: &str, body: Option<String>) -> serde_json::Value {
+    /// Sends as alice with the service token; a body is sent as JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
         let mut request = reqwest::Client::new()
-            .request(
-                if body.is_some() {
-                    reqwest::Method::POST
-                } else {
-                    reqwest::Method::PUT
-                },
-                format!("{}{path}", self.base),
-            )
+            .request(method, format!("{}{path}", self.base))
             .header("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN)
             .header("X-DEVOPS-UID", "alice");
         if let Some(body) = body {
@@ -93,7 +93,17 @@ impl ServerProcess {
                 .header("content-type", "application/json")
                 .body(body);
         }
-        let (status, body) = envelope_of(request.send().await.unwrap()).await;
+        envelope_of(request.send().await.unwrap()).await
+    }
+
+    /// POSTs `body`, or PUTs without one; the answer must be a success.
+    pub async fn post(&self, path: &str, body: Option<String>) -> serde_json::Value {
+        let method = if body.is_some() {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::PUT
+        };
+        let (status, body) = self.send(method, path, body).await;
         assert!(status.is_success(), "{path}: {body}");
         body
     }

@@ -1,0 +1,39 @@
+//! The local authority: the `project_members` table, managed by the CLI and the op API.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Permission, Source, Undecided};
+use crate::domain::{MemberRole, ProjectId, UserId};
+use crate::store::Store;
+
+pub struct LocalMembers {
+    store: Arc<dyn Store>,
+}
+
+impl LocalMembers {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Source for LocalMembers {
+    async fn allows(
+        &self,
+        project: &ProjectId,
+        user: &UserId,
+        permission: Permission,
+    ) -> Result<bool, Undecided> {
+        let role = self
+            .store
+            .member_role(project, user)
+            .await
+            .map_err(|e| Undecided::Database(Arc::new(e)))?;
+        Ok(match permission {
+            Permission::Admin => role == Some(MemberRole::Admin),
+            Permission::Member => role.is_some(),
+        })
+    }
+}
