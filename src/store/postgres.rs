@@ -15,6 +15,10 @@ use crate::secrets::Sealer;
 
 pub struct PgStore {
     pool: PgPool,
+    /// For leases only: they commit without waiting for the WAL flush. A lease lost in a server
+    /// crash only lets the delivery be claimed again (at-least-once holds); everything else,
+    /// intake and outcomes included, commits durably through `pool`.
+    leases: PgPool,
     sealer: Sealer,
 }
 
@@ -44,9 +48,19 @@ impl PgStore {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool, sealer })
+        let leases = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await?;
+        Ok(Self {
+            pool,
+            leases,
+            sealer,
+        })
     }
 
     /// LISTENs on the wake channel, reconnecting after failures, for as long as the process runs.

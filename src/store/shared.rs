@@ -2,7 +2,8 @@
 //! parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`, epoch-millisecond integers), so the
 //! `Store` implementation is written once and instantiated per backend by `impl_store!`.
 //!
-//! Each backend supplies `self.pool`, `self.sealer` (which seals callback tokens on every write
+//! Each backend supplies `self.pool`, `self.leases` (the pool claims commit through),
+//! `self.sealer` (which seals callback tokens on every write
 //! and opens them on every read for delivery), `Self::MIGRATOR`, `self.watch(wake)` and these
 //! fragments:
 //! - `Self::JSON_ROWS`: a table function over the JSON array bound as `$1`, one row per element
@@ -209,7 +210,7 @@ macro_rules! impl_store {
                 .bind(claim.lease_until)
                 .bind(&token)
                 .bind(claim.lane == $crate::domain::Lane::First)
-                .execute(&self.pool)
+                .execute(&self.leases)
                 .await?;
                 if claimed.rows_affected() == 0 {
                     return Ok(Vec::new());
@@ -222,7 +223,7 @@ macro_rules! impl_store {
                      WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
                 )
                 .bind(&token)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.leases)
                 .await?;
                 rows.into_iter()
                     .map(|row| row.into_claimed(&token, &self.sealer))

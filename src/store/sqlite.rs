@@ -16,6 +16,8 @@ use crate::secrets::Sealer;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The same pool: SQLite has no cheaper commit worth a second one.
+    leases: SqlitePool,
     sealer: Sealer,
 }
 
@@ -48,7 +50,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, sealer })
+        Ok(Self {
+            leases: pool.clone(),
+            pool,
+            sealer,
+        })
     }
 
     async fn watch(&self, _wake: Arc<Notify>) {}
