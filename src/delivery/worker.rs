@@ -33,8 +33,9 @@ const MAX_CLAIM: usize = 256;
 const MAX_RECORD_BATCH: usize = 512;
 /// Longest wait a `Retry-After` may impose.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// When a delivery's host is at its cap, it is put back this long.
-const HOST_BUSY_DELAY: Duration = Duration::from_millis(200);
+/// A host at its cap with no attempt finished for this long is stalled: once per this period its
+/// due deliveries are moved out of the claims' way for one delivery timeout.
+const STALL: Duration = Duration::from_secs(1);
 /// Shortest idle wait, so deliveries that are due but held back (busy host) cause no spin.
 const IDLE_FLOOR: Duration = Duration::from_millis(50);
 
@@ -45,6 +46,7 @@ pub struct Workers {
     wake: Arc<Notify>,
     concurrency: usize,
     per_host: usize,
+    timeout: Duration,
     /// Most claimed deliveries waiting for one host.
     queue_cap: usize,
     lease: Duration,
@@ -73,6 +75,7 @@ impl Workers {
             wake,
             concurrency: config.delivery_concurrency,
             per_host: config.max_in_flight_per_host,
+            timeout: config.delivery_timeout,
             queue_cap: queue_capacity(config),
             lease: config.delivery_lease,
             poll: config.delivery_poll,
@@ -151,7 +154,10 @@ impl Workers {
                 () = stop.cancelled() => return,
             };
             while in_flight.try_join_next().is_some() {}
-            let wanted = (slots.available_permits() + 1).min(MAX_CLAIM);
+            self.defer_stalled_hosts().await;
+            // Free slots, plus the room in the queues of hosts already busy here: deliveries for
+            // those wait without a slot, and bigger claims mean fewer of them.
+            let wanted = (slots.available_permits() + 1 + self.queue_room()).min(MAX_CLAIM);
             let fresh_limit = wanted - wanted / 4;
             let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
@@ -172,9 +178,13 @@ impl Workers {
                     Admission::Queued => continue,
                     Admission::Full(delivery) => {
                         metrics::counter!(names::DELIVERIES, "outcome" => "deferred").increment(1);
-                        let later = now_millis() + millis(HOST_BUSY_DELAY);
-                        let outcome =
-                            put_back(delivery.id, delivery.claim_token, delivery.attempts, later);
+                        // Due again at once: its host is now left out of claims until it has room.
+                        let outcome = put_back(
+                            delivery.id,
+                            delivery.claim_token,
+                            delivery.attempts,
+                            now_millis(),
+                        );
                         let _ = outcomes.send(outcome).await;
                         continue;
                     }
@@ -224,6 +234,53 @@ impl Workers {
         Ok((fresh, retries))
     }
 
+    /// Moves the backlog of stalled hosts (all places taken, nothing finished for `STALL`) one
+    /// delivery timeout ahead: left where it is, every claim would walk past it again.
+    async fn defer_stalled_hosts(&self) {
+        let stalled: Vec<String> = {
+            let mut hosts = self.hosts.lock().expect("not poisoned");
+            let now = std::time::Instant::now();
+            hosts
+                .iter_mut()
+                .filter(|(_, load)| {
+                    load.in_flight >= self.per_host
+                        && load.last_progress.is_some_and(|at| now - at >= STALL)
+                        && load.deferred_until.is_none_or(|until| until <= now)
+                })
+                .map(|(host, load)| {
+                    load.deferred_until = Some(now + STALL);
+                    host.clone()
+                })
+                .collect()
+        };
+        for host in stalled {
+            let now = now_millis();
+            match self
+                .store
+                .defer_host(&host, now, now + millis(self.timeout))
+                .await
+            {
+                Ok(moved) if moved > 0 => {
+                    tracing::info!(%host, moved, "host stalled; its due deliveries wait")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, %host, "deferring a stalled host's deliveries failed")
+                }
+            }
+        }
+    }
+
+    /// Free places in the queues of hosts whose attempts are all taken.
+    fn queue_room(&self) -> usize {
+        let hosts = self.hosts.lock().expect("not poisoned");
+        hosts
+            .values()
+            .filter(|load| load.in_flight >= self.per_host)
+            .map(|load| self.queue_cap.saturating_sub(load.queued.len()))
+            .sum()
+    }
+
     /// Hosts whose attempts and queue are both full: claims leave them out.
     fn busy_hosts(&self) -> Vec<String> {
         let hosts = self.hosts.lock().expect("not poisoned");
@@ -242,6 +299,8 @@ impl Workers {
         let mut hosts = self.hosts.lock().expect("not poisoned");
         let load = hosts.entry(delivery.host.clone()).or_default();
         let held = (delivery.claim_token.clone(), delivery.attempts);
+        load.last_progress
+            .get_or_insert_with(std::time::Instant::now);
         if load.in_flight < self.per_host {
             load.in_flight += 1;
         } else if load.queued.len() < self.queue_cap {
@@ -266,6 +325,7 @@ impl Workers {
     fn next_for_host(&self, host: &str) -> Option<ClaimedDelivery> {
         let mut hosts = self.hosts.lock().expect("not poisoned");
         let load = hosts.get_mut(host)?;
+        load.last_progress = Some(std::time::Instant::now());
         let was_full = load.queued.len() >= self.queue_cap;
         if was_full {
             // The host was left out of claims; it has room again.
@@ -442,6 +502,10 @@ fn queue_capacity(config: &Config) -> usize {
 struct HostLoad {
     in_flight: usize,
     queued: std::collections::VecDeque<ClaimedDelivery>,
+    /// When an attempt to the host last finished (or the host was first seen).
+    last_progress: Option<std::time::Instant>,
+    /// When its backlog may be moved aside again (at most once per `STALL`).
+    deferred_until: Option<std::time::Instant>,
 }
 
 enum Admission {

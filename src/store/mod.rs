@@ -117,6 +117,15 @@ pub trait Store: Send + Sync + 'static {
     /// skipped, so concurrent workers never share a delivery.
     async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
 
+    /// Moves the due, unleased deliveries of `host` to `until`, so that while the host is stalled
+    /// claims do not walk past them again and again; returns how many moved.
+    async fn defer_host(
+        &self,
+        host: &str,
+        now: EpochMillis,
+        until: EpochMillis,
+    ) -> StoreResult<u64>;
+
     /// When the earliest unleased pending delivery falls due.
     async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>>;
 

@@ -230,6 +230,25 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn defer_host(
+                &self,
+                host: &str,
+                now: $crate::domain::EpochMillis,
+                until: $crate::domain::EpochMillis,
+            ) -> $crate::store::StoreResult<u64> {
+                let moved = sqlx::query(
+                    "UPDATE deliveries SET next_attempt_at = $3 \
+                     WHERE status = 'PENDING' AND host = $1 AND next_attempt_at <= $2 \
+                       AND (lease_until IS NULL OR lease_until <= $2)",
+                )
+                .bind(host)
+                .bind(now)
+                .bind(until)
+                .execute(&self.leases)
+                .await?;
+                Ok(moved.rows_affected())
+            }
+
             async fn next_due_at(
                 &self,
             ) -> $crate::store::StoreResult<Option<$crate::domain::EpochMillis>> {
