@@ -35,7 +35,7 @@ pub struct MemberRow {
 }
 
 /// A stored value that no longer parses is corruption, reported as a decode error.
-fn decode<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, sqlx::Error>
+pub fn decode<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, sqlx::Error>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {

@@ -117,13 +117,7 @@ macro_rules! impl_store {
                 .bind(user.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-                role.map(|role| {
-                    role.parse().map_err(|e| sqlx::Error::ColumnDecode {
-                        index: "role".to_owned(),
-                        source: Box::new(e),
-                    })
-                })
-                .transpose()
+                role.map(|role| $crate::store::rows::decode("role", &role)).transpose()
             }
 
             async fn set_member(
@@ -578,25 +572,35 @@ macro_rules! publish {
                 .unwrap_or_default();
             by_target.entry((project.as_str(), event.as_str())).or_default().push((*id, host));
         }
-        let targets = |event: &$crate::domain::NewEvent| -> Vec<(i64, String)> {
-            let name = event.event.as_str();
-            let mut ids = by_target.get(&(event.project_id.as_str(), name)).cloned().unwrap_or_default();
-            if event.event.is_project_event() && event.project_id.as_str() != ALL_PROJECTS {
-                ids.extend(by_target.get(&(ALL_PROJECTS, name)).into_iter().flatten().cloned());
-            }
-            ids
-        };
+        // Each event's (callback id, host) targets, computed once, in input order.
+        let targets: Vec<Vec<(i64, String)>> = $events
+            .iter()
+            .map(|event| {
+                let name = event.event.as_str();
+                let mut ids = by_target.get(&(event.project_id.as_str(), name)).cloned().unwrap_or_default();
+                if event.event.is_project_event() && event.project_id.as_str() != ALL_PROJECTS {
+                    ids.extend(by_target.get(&(ALL_PROJECTS, name)).into_iter().flatten().cloned());
+                }
+                ids
+            })
+            .collect();
+        // Where each (project, event id) first stands in the batch, to match RETURNING rows.
+        let mut position: HashMap<(&str, &str), usize> = HashMap::new();
+        for (index, event) in $events.iter().enumerate() {
+            position.entry((event.project_id.as_str(), event.event_id.as_str())).or_insert(index);
+        }
 
         let event_rows = serde_json::Value::from(
             $events
                 .iter()
-                .map(|e| {
+                .zip(&targets)
+                .map(|(e, ids)| {
                     serde_json::json!({
                         "p": e.project_id.as_str(),
                         "i": e.event_id.as_str(),
                         "e": e.event.as_str(),
                         "b": e.body,
-                        "n": targets(e).len(),
+                        "n": ids.len(),
                     })
                 })
                 .collect::<Vec<_>>(),
@@ -619,14 +623,11 @@ macro_rules! publish {
         let mut answers: HashMap<(String, String), u32> = HashMap::new();
         let mut delivery_rows = Vec::new();
         for (pk, project, event_id) in inserted {
-            let event = $events
-                .iter()
-                .find(|e| e.project_id.as_str() == project && e.event_id.as_str() == event_id)
-                .expect("RETURNING gives back rows of this batch");
-            let ids = targets(event);
+            let index = position[&(project.as_str(), event_id.as_str())];
+            let ids = &targets[index];
             answers.insert((project, event_id), u32::try_from(ids.len()).unwrap_or(u32::MAX));
             delivery_rows.extend(
-                ids.into_iter().map(|(id, host)| serde_json::json!({ "v": pk, "c": id, "h": host })),
+                ids.iter().map(|(id, host)| serde_json::json!({ "v": pk, "c": id, "h": host })),
             );
         }
         if !delivery_rows.is_empty() {
