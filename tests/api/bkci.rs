@@ -261,8 +261,16 @@ async fn local_members_cannot_be_managed(backend: Backend) {
             &["AUTH_MODE=bkci"],
         );
     }
-    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
-        .args([
+    let auth_url = auth.url();
+    let vars = [
+        ("AUTH_MODE", "bkci"),
+        ("BKCI_AUTH_URL", auth_url.as_str()),
+        ("BKCI_AUTH_TOKEN", AUTH_TOKEN),
+    ];
+    let cli = crate::common::cli(
+        &db,
+        &vars,
+        &[
             "members",
             "add",
             "--project",
@@ -271,14 +279,9 @@ async fn local_members_cannot_be_managed(backend: Backend) {
             "x",
             "--role",
             "admin",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env("AUTH_MODE", "bkci")
-        .env("BKCI_AUTH_URL", auth.url())
-        .env("BKCI_AUTH_TOKEN", AUTH_TOKEN)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(!cli.status.success());
     assert!(String::from_utf8_lossy(&cli.stderr).contains("AUTH_MODE=bkci"));
 }

@@ -21,11 +21,22 @@ pub struct Received {
 }
 
 impl Received {
+    /// A header's value; a missing or empty header fails the test (so two missing values
+    /// never compare equal).
+    #[track_caller]
     pub fn header(&self, name: &str) -> &str {
-        self.headers
+        let value = self
+            .headers
             .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("{} arrived without {name}", self.path))
+            .to_str()
+            .unwrap();
+        assert!(
+            !value.is_empty(),
+            "{} arrived with an empty {name}",
+            self.path
+        );
+        value
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, DELIVERY_VARS, TestDb, TestServer, assert_error, backend_tests};
+use crate::common::{
+    self, Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, assert_error, backend_tests,
+};
 use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
@@ -18,8 +20,6 @@ backend_tests!(
     a_hanging_host_does_not_slow_a_healthy_one,
     old_history_and_deliveries_are_pruned,
 );
-
-const WAIT: Duration = Duration::from_secs(15);
 
 async fn start(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
     let vars: Vec<(&str, &str)> = DELIVERY_VARS.iter().chain(extra).copied().collect();
@@ -35,23 +35,14 @@ async fn callbacks(server: &TestServer) -> Vec<Value> {
 
 async fn history(server: &TestServer, query: &str) -> Vec<Value> {
     let (status, body) = server
-        .v4(
-            Method::GET,
-            "demo",
-            &format!("/callback_history?pageSize=100&{query}"),
-            Some("alice"),
-        )
+        .history("demo", "alice", &format!("pageSize=100&{query}"))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"]["records"].as_array().unwrap().clone()
 }
 
-async fn wait_until<F: AsyncFn() -> bool>(what: &str, condition: F) {
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, condition: F) {
+    common::wait_until(what, WAIT, condition).await
 }
 
 fn gaps(received: &[crate::receiver::Received]) -> Vec<Duration> {
