@@ -106,6 +106,7 @@ impl Workers {
             workers.store.clone(),
             recorded,
             workers.disable_after,
+            workers.wake.clone(),
         ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
@@ -541,10 +542,13 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
 
 /// Writes outcomes in batches. A batch that cannot be written is retried for a while; if the
 /// database stays away it is dropped, and the leases expire so the deliveries are sent again.
+/// A batch that leaves deliveries pending (retries, put-backs) wakes the dispatcher: it went to
+/// sleep while they were leased, so its wait does not know their due time yet.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
+    wake: Arc<Notify>,
 ) {
     const TRIES: u32 = 20;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
@@ -554,7 +558,15 @@ async fn record(
                 .record_outcomes(&batch, &disable_rule(disable_after))
                 .await
             {
-                Ok(()) => break,
+                Ok(()) => {
+                    if batch
+                        .iter()
+                        .any(|outcome| outcome.status == DeliveryStatus::Pending)
+                    {
+                        wake.notify_one();
+                    }
+                    break;
+                }
                 Err(error) if tried == TRIES => {
                     tracing::error!(%error, lost = batch.len(), "giving up recording outcomes; they will be re-sent");
                 }

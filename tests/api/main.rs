@@ -16,3 +16,4 @@ mod readme;
 mod receiver;
 mod resilience;
 mod secrets;
+mod wakeup;
