@@ -12,6 +12,7 @@ mod hostile;
 mod keys;
 mod members;
 mod processes;
+mod promises;
 mod readme;
 mod receiver;
 mod resilience;

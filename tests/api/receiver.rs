@@ -50,6 +50,8 @@ pub enum Answer {
     Slow(Duration),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, String),
+    /// A status with this body.
+    Body(u16, String),
 }
 
 #[derive(Default)]
@@ -165,6 +167,7 @@ async fn receive(
             "later",
         )
             .into_response(),
+        Answer::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             "slow ok".into_response()
