@@ -260,9 +260,13 @@ async fn sigterm_under_load_loses_nothing(backend: Backend) {
         .unwrap();
     let took = signalled.elapsed();
     assert!(status.success(), "clean exit: {status:?}");
+    // The server's own account: it cut off the attempts still running after the grace period and
+    // handed their deliveries back (no wall-clock upper bound: the machine may be loaded).
+    let log = crate::common::strip_ansi(&std::fs::read_to_string(&first.log).unwrap());
     assert!(
-        took < Duration::from_secs(8),
-        "drained within the grace period: {took:?}"
+        log.contains("attempts still running after the grace period were stopped")
+            && log.contains("handing unfinished deliveries back"),
+        "{log}"
     );
 
     // Nothing stays leased by the stopped process; nothing was lost.
