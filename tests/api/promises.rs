@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use devops_callbacks::config::Config;
+use devops_callbacks::delivery::intake;
 use devops_callbacks::delivery::ssrf::SsrfGuard;
 use devops_callbacks::domain::CallbackUrl;
 use reqwest::{Method, StatusCode};
@@ -28,6 +29,8 @@ backend_tests!(
     the_drain_records_attempts_in_flight_and_stops_taking_requests,
     service_routes_answer_503_without_the_service_token,
     the_start_warns_about_plaintext_tokens_and_a_missing_gateway_key,
+    retries_get_at_most_a_quarter_of_the_slots_while_fresh_events_wait,
+    a_stalled_hosts_backlog_is_moved_ahead,
 );
 
 async fn start(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
@@ -189,18 +192,34 @@ async fn retention_deletes_in_batches_and_frees_the_event_id(backend: Backend) {
         701
     );
 
-    // The sweep itself (every second here) repeats batches until nothing old is left.
+    // The sweep itself (every second here) repeats batches until nothing old is left: its first
+    // run removes all 701 rows, as its log line says.
     server.stop().await;
-    let server = start(&db, &[("RETENTION_SWEEP_SECS", "1")]).await;
-    wait_until("the sweep to empty the tables", WAIT, async || {
-        db.scalar("SELECT COUNT(*) FROM callback_history").await == 0
-            && db.scalar("SELECT COUNT(*) FROM events").await == 0
+    let logs = tempfile::tempdir().unwrap();
+    let vars: Vec<(&str, &str)> = DELIVERY_VARS
+        .iter()
+        .copied()
+        .chain([("RETENTION_SWEEP_SECS", "1")])
+        .collect();
+    let server = ServerProcess::start(&db, logs.path(), "sweep", &vars).await;
+    let mut swept = Vec::new();
+    wait_until("the first sweep", WAIT, async || {
+        let log = strip_ansi(&std::fs::read_to_string(&server.log).unwrap());
+        swept = log
+            .lines()
+            .filter(|line| line.contains("retention sweep deleted old rows"))
+            .map(str::to_owned)
+            .collect();
+        !swept.is_empty()
     })
     .await;
-    let (_, again) = server
-        .publish(
-            "demo",
-            r#"{"event":"BUILD_END","data":{"n":2},"eventId":"reused"}"#,
+    assert!(swept[0].contains("removed=701"), "{swept:?}");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM callback_history").await, 0);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM events").await, 0);
+    let again = server
+        .post(
+            "/service/callbacks/projects/demo/events",
+            Some(r#"{"event":"BUILD_END","data":{"n":2},"eventId":"reused"}"#.to_owned()),
         )
         .await;
     assert_eq!(again["data"]["deliveries"], 1, "{again}");
@@ -210,6 +229,120 @@ async fn retention_deletes_in_batches_and_frees_the_event_id(backend: Backend) {
         br#"{"event":"BUILD_END","data":{"n":2}}"#,
         "the reused id was accepted as a new event"
     );
+}
+
+/// Eight first attempts and eight retries are due when a server with four slots starts: its
+/// first wave (the attempts that started together, before any slot came free) holds at most one
+/// retry.
+async fn retries_get_at_most_a_quarter_of_the_slots_while_fresh_events_wait(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer::Slow(Duration::from_millis(1000)));
+    let server = start(&db, &[]).await;
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/lanes"), None)
+        .await;
+    server.stop().await;
+    // Published with no workers running; every other delivery made a retry.
+    let config = Config::from_map(&HashMap::from([(
+        "DATABASE_URL".to_owned(),
+        db.url.clone(),
+    )]))
+    .unwrap();
+    let store = devops_callbacks::store::open(&config).await.unwrap();
+    let events = (0..16)
+        .map(|i| {
+            let data = serde_json::value::RawValue::from_string(format!("{{\"i\":{i}}}")).unwrap();
+            intake::accept(
+                "demo".parse().unwrap(),
+                "BUILD_END".parse().unwrap(),
+                &data,
+                None,
+            )
+            .unwrap()
+        })
+        .collect();
+    intake::publish(&store, &tokio::sync::Notify::new(), events)
+        .await
+        .unwrap();
+    db.execute("UPDATE deliveries SET attempts = 1 WHERE id % 2 = 0")
+        .await;
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM deliveries WHERE attempts = 1")
+            .await,
+        8
+    );
+
+    let server = start(
+        &db,
+        &[
+            ("DELIVERY_CONCURRENCY", "4"),
+            ("DELIVERY_TIMEOUT_MS", "5000"),
+            ("DELIVERY_LEASE_SECS", "20"),
+        ],
+    )
+    .await;
+    let mut rows = server.wait_for_history("demo", "alice", 4).await;
+    rows.sort_by_key(|r| r["startTime"].as_i64().unwrap());
+    let first_start = rows[0]["startTime"].as_i64().unwrap();
+    // The next wave can only start when an attempt of the first (1 s each) ended.
+    let first_end = rows
+        .iter()
+        .map(|r| r["endTime"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    let wave: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["startTime"].as_i64().unwrap() < first_end)
+        .map(|r| r["attempt"].as_i64().unwrap())
+        .collect();
+    eprintln!("[{backend:?}] first wave from {first_start}: attempts {wave:?}");
+    assert_eq!(wave.len(), 4, "{wave:?}");
+    let retries = wave.iter().filter(|&&attempt| attempt == 2).count();
+    assert!(
+        retries <= 1,
+        "{retries} retries in the first four slots: {wave:?}"
+    );
+}
+
+/// A host at its cap that finishes nothing for a second is stalled: its due backlog is moved a
+/// delivery timeout ahead, so claims stop walking past it.
+async fn a_stalled_hosts_backlog_is_moved_ahead(backend: Backend) {
+    const EVENTS: i64 = 20;
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer::Slow(Duration::from_secs(10)));
+    let server = start(
+        &db,
+        &[
+            ("DELIVERY_CONCURRENCY", "4"),
+            ("DELIVERY_MAX_IN_FLIGHT_PER_HOST", "2"),
+            ("DELIVERY_TIMEOUT_MS", "3000"),
+            ("DELIVERY_LEASE_SECS", "10"),
+            ("DELIVERY_RETRY_SCHEDULE", "none"),
+        ],
+    )
+    .await;
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/stall"), None)
+        .await;
+    let batch: Vec<_> = (0..EVENTS)
+        .map(|i| json!({"projectId": "demo", "event": "BUILD_END", "data": {"i": i}}))
+        .collect();
+    let (status, body) = server
+        .service_post("/service/callbacks/events:batch", &json!(batch).to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Two in flight, four queued for the host; the rest of the backlog moves 3 s ahead.
+    let moved = "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_pk \
+                 WHERE d.status = 'PENDING' AND d.attempts = 0 \
+                   AND d.next_attempt_at - e.created_at >= 2500";
+    wait_until(
+        "the stalled host's backlog to move ahead",
+        WAIT,
+        async || db.scalar(moved).await >= EVENTS - 2 - 4,
+    )
+    .await;
 }
 
 /// SIGTERM while attempts run: they finish within the grace period and are recorded, and the
