@@ -23,6 +23,7 @@ use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
     the_response_body_is_cut_at_16_kib,
+    an_endless_response_body_is_read_no_further_than_16_kib,
     retry_after_is_capped_at_an_hour,
     pending_deliveries_of_a_deleted_callback_are_cancelled_with_the_reason,
     retention_deletes_in_batches_and_frees_the_event_id,
@@ -59,6 +60,49 @@ async fn the_response_body_is_cut_at_16_kib(backend: Backend) {
     assert_eq!(body.len(), 16 * 1024);
     assert_eq!(body, &long[..16 * 1024]);
     assert_eq!(records[0]["responseCode"], 200);
+}
+
+/// A receiver that answers 200 and then never stops sending its body: the sender reads the
+/// first 16 KiB and no more, so the attempt is a success, not a timeout.
+async fn an_endless_response_body_is_read_no_further_than_16_kib(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = start(&db, &[("DELIVERY_RETRY_SCHEDULE", "none")]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\
+                            content-length: 100000000000\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = [b'x'; 8192];
+                while socket.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    server
+        .register(
+            "demo",
+            "alice",
+            "BUILD_END",
+            &format!("http://{addr}/endless"),
+            None,
+        )
+        .await;
+    server
+        .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    let records = server.wait_for_history("demo", "alice", 1).await;
+    assert_eq!(records[0]["status"], "SUCCESS", "{}", records[0]);
+    assert_eq!(
+        records[0]["responseBody"].as_str().map(str::len),
+        Some(16 * 1024)
+    );
 }
 
 /// A receiver asks for two hours: the retry is due one hour after the attempt ended, exactly.

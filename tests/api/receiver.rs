@@ -52,6 +52,8 @@ pub enum Answer {
     RetryAfter(u16, String),
     /// A status with this body.
     Body(u16, String),
+    /// Waits this long, then answers this status.
+    Late(Duration, u16),
 }
 
 #[derive(Default)]
@@ -167,6 +169,10 @@ async fn receive(
             "later",
         )
             .into_response(),
+        Answer::Late(delay, code) => {
+            tokio::time::sleep(delay).await;
+            (StatusCode::from_u16(code).unwrap(), "late").into_response()
+        }
         Answer::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;

@@ -119,7 +119,11 @@ async fn a_retry_fires_at_its_due_time_not_at_the_next_poll(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = start(&db, &[("DELIVERY_RETRY_SCHEDULE", "1s")]).await;
     let receiver = Receiver::start().await;
-    receiver.script("/retry", vec![Answer::Status(500)]);
+    // The failure comes late, so the dispatcher has long gone to sleep when it is recorded.
+    receiver.script(
+        "/retry",
+        vec![Answer::Late(std::time::Duration::from_millis(300), 500)],
+    );
     server
         .register("demo", "alice", "BUILD_END", &receiver.url("/retry"), None)
         .await;
