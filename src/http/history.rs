@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::delivery::sender::masked;
 use crate::delivery::worker::{disable_rule, send_attempt};
 use crate::domain::{
     AttemptStatus, CallbackEffect, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryStatus,
@@ -83,7 +84,8 @@ impl From<HistoryEntry> for HistoryRecord {
             status: a.status,
             attempt: a.attempt,
             error_msg: a.error_msg,
-            request_headers: a.request_headers,
+            // Rows written before signatures were masked are masked on the way out.
+            request_headers: masked(&a.request_headers),
             request_body: a.request_body,
             response_code: a.response_code,
             response_body: a.response_body,
@@ -141,6 +143,17 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     if from > to {
         return Err(AppError::BadRequest(
             "query parameter startTime must not be after endTime".to_owned(),
+        ));
+    }
+    // Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
+    // mistake, and PostgreSQL could not even compare a NUL.
+    if params
+        .url
+        .as_deref()
+        .is_some_and(|url| url.chars().any(char::is_control))
+    {
+        return Err(AppError::BadRequest(
+            "query parameter url must not contain control characters".to_owned(),
         ));
     }
     Ok(HistoryFilter {
