@@ -23,6 +23,7 @@ use crate::domain::{
     Attempt, AttemptStatus, CallbackEffect, ClaimedDelivery, DeliveryOutcome, DeliveryStatus,
     DeliveryTarget, EpochMillis, Lane, now_millis,
 };
+use crate::error::is_unavailable;
 use crate::secrets::Secret;
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
@@ -539,32 +540,76 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
     }
 }
 
-/// Writes outcomes in batches. A batch that cannot be written is retried for a while; if the
-/// database stays away it is dropped, and the leases expire so the deliveries are sent again.
+/// Writes outcomes in batches. While the database is unavailable a batch is retried for a
+/// while; if it stays away the batch is dropped and the leases expire, so the deliveries are
+/// sent again. A batch the database refuses for another reason is written outcome by outcome
+/// (`record_alone`), so one bad outcome never costs the others theirs.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
 ) {
-    const TRIES: u32 = 20;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        for tried in 1..=TRIES {
-            match store
-                .record_outcomes(&batch, &disable_rule(disable_after))
-                .await
-            {
-                Ok(()) => break,
-                Err(error) if tried == TRIES => {
-                    tracing::error!(%error, lost = batch.len(), "giving up recording outcomes; they will be re-sent");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "recording outcomes failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        match record_while_available(store.as_ref(), &batch, disable_after).await {
+            Ok(()) => {}
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(%error, outcomes = batch.len(), "recording a batch of outcomes failed; recording them one by one");
+                for outcome in &batch {
+                    record_alone(store.as_ref(), outcome, disable_after).await;
                 }
             }
+            Err(_) => record_alone(store.as_ref(), &batch[0], disable_after).await,
         }
         batch.clear();
+    }
+}
+
+/// Records `outcomes`, retrying for a while as long as the database is unavailable. Gives up
+/// quietly (after logging) when it stays unavailable; returns any other error.
+async fn record_while_available(
+    store: &dyn Store,
+    outcomes: &[DeliveryOutcome],
+    disable_after: Duration,
+) -> Result<(), sqlx::Error> {
+    const TRIES: u32 = 20;
+    for tried in 1..=TRIES {
+        match store
+            .record_outcomes(outcomes, &disable_rule(disable_after))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) if !is_unavailable(&error) => return Err(error),
+            Err(error) if tried == TRIES => {
+                tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "recording outcomes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records one outcome that a batch could not. If the database refuses it as it is, the
+/// attempt is recorded without what the receiver sent (its body and the error text), with a
+/// note saying why, so the delivery still gets its state and history; failing that too, it is
+/// logged and left to its lease (never retried in a loop).
+async fn record_alone(store: &dyn Store, outcome: &DeliveryOutcome, disable_after: Duration) {
+    let Err(error) =
+        record_while_available(store, std::slice::from_ref(outcome), disable_after).await
+    else {
+        return;
+    };
+    let stripped = outcome.without_receiver_text(&format!(
+        "the receiver's answer could not be stored: {error}"
+    ));
+    if let Err(error) =
+        record_while_available(store, std::slice::from_ref(&stripped), disable_after).await
+    {
+        metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
+        tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
     }
 }
 
