@@ -13,7 +13,7 @@ backend_tests!(
     revocation_takes_effect_within_the_cache_ttl
 );
 
-async fn cli(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) async fn cli(db: &TestDb, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
         .args(args)
         .env("DATABASE_URL", &db.url)

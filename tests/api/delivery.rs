@@ -32,7 +32,7 @@ async fn setup(backend: Backend) -> (TestDb, TestServer, Receiver) {
     (db, server, Receiver::start().await)
 }
 
-async fn history(server: &TestServer, project: &str, query: &str) -> Value {
+pub(crate) async fn history(server: &TestServer, project: &str, query: &str) -> Value {
     let (status, body) = server
         .v4(
             Method::GET,
@@ -46,7 +46,7 @@ async fn history(server: &TestServer, project: &str, query: &str) -> Value {
 }
 
 /// Waits until history shows `n` attempts of the project.
-async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
+pub(crate) async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let page = history(server, project, "pageSize=100").await;
@@ -62,7 +62,7 @@ async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Val
     }
 }
 
-fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
+pub(crate) fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
     record["requestHeaders"]
         .as_array()
         .unwrap()

@@ -39,6 +39,8 @@ pub enum Answer {
     Slow(Duration),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, String),
+    /// A status with these exact body bytes (NUL, invalid UTF-8, …).
+    Body(u16, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -154,6 +156,7 @@ async fn receive(
             "later",
         )
             .into_response(),
+        Answer::Body(code, bytes) => (StatusCode::from_u16(code).unwrap(), bytes).into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             "slow ok".into_response()
