@@ -251,6 +251,28 @@ async fn fan_out(server: &TestServer, receiver: &Receiver, victims: usize, hosti
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Waits until the receiver saw every request (`distinct` deliveries plus `duplicates` repeats)
+/// and every delivery finished SUCCESS, then checks the `victims` attempts of the other project
+/// all succeeded with the receiver's answer.
+async fn assert_all_succeeded(
+    db: &TestDb,
+    server: &TestServer,
+    receiver: &Receiver,
+    (distinct, duplicates): (usize, usize),
+    victims: u64,
+) {
+    receiver.wait_for(distinct + duplicates, WAIT).await;
+    assert_eq!(unfinished_or_failed(db).await, 0);
+    assert_eq!(receiver.distinct_and_duplicates(), (distinct, duplicates));
+    let records = wait_for_history(server, "victim", victims).await;
+    assert_eq!(records.len() as u64, victims);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == "SUCCESS" && r["responseBody"] == "answered 200")
+    );
+}
+
 fn response_bodies(records: &[Value]) -> Vec<(String, Value)> {
     let mut bodies: Vec<(String, Value)> = records
         .iter()
@@ -273,20 +295,8 @@ async fn a_hostile_answer_is_stored_sanitised_and_costs_no_one_else(backend: Bac
     receiver.script("/latin1", vec![Answer::Body(200, b"caf\xe9 \xff".to_vec())]);
     receiver.script("/nul-500", vec![Answer::Body(500, b"\0\0".to_vec())]);
     fan_out(&server, &receiver, 30, &["/nul", "/latin1", "/nul-500"]).await;
-    // Every delivery is finished after its first attempt (the 500 retries, then succeeds).
-    receiver.wait_for(34, WAIT).await;
-    assert_eq!(unfinished_or_failed(&db).await, 0);
-    assert_eq!(
-        receiver.distinct_and_duplicates(),
-        (33, 1),
-        "only the 500 is sent twice"
-    );
-    let victims = wait_for_history(&server, "victim", 30).await;
-    assert!(
-        victims
-            .iter()
-            .all(|r| r["status"] == "SUCCESS" && r["responseBody"] == "answered 200")
-    );
+    // Only the 500 is sent twice (it retries, then succeeds).
+    assert_all_succeeded(&db, &server, &receiver, (33, 1), 30).await;
     let hostile = wait_for_history(&server, "hostile", 4).await;
     let bodies = response_bodies(&hostile);
     assert_eq!(bodies.len(), 4, "{hostile:?}");
@@ -309,19 +319,7 @@ async fn a_refused_outcome_is_recorded_without_the_receivers_answer(backend: Bac
         vec![Answer::Body(200, b"a poison pill".to_vec())],
     );
     fan_out(&server, &receiver, 20, &["/poison"]).await;
-    receiver.wait_for(21, WAIT).await;
-    assert_eq!(unfinished_or_failed(&db).await, 0);
-    assert_eq!(
-        receiver.distinct_and_duplicates(),
-        (21, 0),
-        "nothing is sent twice"
-    );
-    let victims = wait_for_history(&server, "victim", 20).await;
-    assert!(
-        victims
-            .iter()
-            .all(|r| r["status"] == "SUCCESS" && r["responseBody"] == "answered 200")
-    );
+    assert_all_succeeded(&db, &server, &receiver, (21, 0), 20).await;
     let hostile = wait_for_history(&server, "hostile", 1).await;
     assert_eq!(hostile.len(), 1);
     assert_eq!(hostile[0]["status"], "SUCCESS");
