@@ -17,11 +17,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::outcome::Verdict;
 use crate::delivery::retry::{HumanDuration, RetrySchedule};
 use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
-    Attempt, AttemptStatus, CallbackEffect, ClaimedDelivery, DeliveryOutcome, DeliveryStatus,
-    DeliveryTarget, EpochMillis, Lane, now_millis,
+    Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
+    EpochMillis, Lane, now_millis,
 };
 use crate::error::is_unavailable;
 use crate::secrets::Secret;
@@ -402,27 +403,19 @@ impl Workers {
         )
         .await;
         let end = attempt.end_time;
-        let gone = result.response_code == Some(410);
-        let (status, next_attempt_at, effect) = if result.is_success() {
-            (DeliveryStatus::Success, end, CallbackEffect::Succeeded)
-        } else if gone {
-            (DeliveryStatus::Failed, end, CallbackEffect::Gone)
-        } else {
-            let failed = CallbackEffect::Failed {
-                since: attempt.start_time,
-            };
-            match self.retry.delay_after(number) {
+        let verdict = Verdict::of(&result);
+        let (status, next_attempt_at) = match verdict {
+            Verdict::Delivered => (DeliveryStatus::Success, end),
+            Verdict::Gone => (DeliveryStatus::Failed, end),
+            Verdict::Failed => match self.retry.delay_after(number) {
                 Some(delay) => {
                     let asked = result.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
-                    (
-                        DeliveryStatus::Pending,
-                        end + millis(delay.max(asked)),
-                        failed,
-                    )
+                    (DeliveryStatus::Pending, end + millis(delay.max(asked)))
                 }
-                None => (DeliveryStatus::Failed, end, failed),
-            }
+                None => (DeliveryStatus::Failed, end),
+            },
         };
+        let effect = verdict.effect(attempt.start_time);
         let outcome = match status {
             DeliveryStatus::Success => "success",
             DeliveryStatus::Pending => "retry",
