@@ -10,7 +10,7 @@
 #   bench/soak.sh
 #
 # Environment: BENCH_DATABASE_URL (admin connection, see bench/lib.sh), SOAK_SECONDS,
-# SOAK_WORKERS (default 6), BENCH_BUILD=0 to use the release binary already built.
+# SOAK_WORKERS (default 6), SOAK_EVENTS_PER_SECOND (default 10), BENCH_BUILD=0 to use the release binary already built.
 # Exit status: 0 when every figure is within its bound, 1 otherwise.
 
 set -euo pipefail
