@@ -86,6 +86,11 @@ pub struct Config {
     /// Seals callback tokens at rest; unset: they are stored as sent.
     pub secret_encryption_key: Option<SecretKey>,
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers, and how long a keep-alive
+    /// connection may sit idle between requests.
+    pub header_read_timeout: Duration,
+    /// Most client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     /// Longest request target (path and query); longer is a 414.
     pub max_uri_bytes: usize,
@@ -192,6 +197,10 @@ impl Config {
                 .transpose()
                 .map_err(ConfigError::redacted)?,
             request_timeout: Duration::from_secs(vars.parsed("REQUEST_TIMEOUT_SECS", 30)?),
+            header_read_timeout: Duration::from_millis(
+                vars.parsed("HEADER_READ_TIMEOUT_MS", 10_000)?,
+            ),
+            max_connections: vars.parsed("MAX_CONNECTIONS", 1024)?,
             max_body_bytes: vars.parsed("MAX_BODY_BYTES", 16 * 1024 * 1024)?,
             max_uri_bytes: vars.parsed("MAX_URI_BYTES", 8 * 1024)?,
             max_header_bytes: vars.parsed("MAX_HEADER_BYTES", 32 * 1024)?,
@@ -233,6 +242,8 @@ impl Config {
             ("BKCI_AUTH_TIMEOUT_MS", bkci_timeout_zero),
             ("MAX_URI_BYTES", self.max_uri_bytes == 0),
             ("MAX_HEADER_BYTES", self.max_header_bytes == 0),
+            ("HEADER_READ_TIMEOUT_MS", self.header_read_timeout.is_zero()),
+            ("MAX_CONNECTIONS", self.max_connections == 0),
         ];
         if let Some(&(name, _)) = zeros.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError {

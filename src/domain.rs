@@ -155,6 +155,8 @@ pub enum InvalidId {
     TooLong { max: usize },
     #[error("may only contain {allowed}")]
     BadCharacter { allowed: &'static str },
+    #[error("`{0}` is reserved for global callbacks (use the op API)")]
+    Reserved(&'static str),
 }
 
 /// A project's English name: 1–64 of `A-Z a-z 0-9 _ - .`.
@@ -166,6 +168,21 @@ impl ProjectId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The scope global callbacks are stored under. It never parses from input, so no member,
+    /// v4 route or event can name it.
+    pub fn global() -> Self {
+        Self(ALL_PROJECTS.into())
+    }
+
+    /// A project id read back from the database, where the global scope is legitimate.
+    pub fn from_stored(s: &str) -> Result<Self, InvalidId> {
+        if s == ALL_PROJECTS {
+            Ok(Self::global())
+        } else {
+            s.parse()
+        }
     }
 }
 
@@ -186,6 +203,9 @@ impl FromStr for ProjectId {
             return Err(InvalidId::BadCharacter {
                 allowed: "letters, digits, '_', '-' and '.'",
             });
+        }
+        if s == ALL_PROJECTS {
+            return Err(InvalidId::Reserved(ALL_PROJECTS));
         }
         Ok(Self(s.into()))
     }
@@ -261,6 +281,14 @@ impl CallbackUrl {
             return Err(InvalidUrl::Malformed(format!(
                 "longer than {} bytes",
                 Self::MAX_LEN
+            )));
+        }
+        // The URL parser would drop tabs and newlines and escape the rest, but the text is
+        // stored and shown as given, so control characters are refused outright.
+        if let Some(bad) = raw.chars().find(|c| c.is_control()) {
+            return Err(InvalidUrl::Malformed(format!(
+                "contains the control character {}",
+                bad.escape_unicode()
             )));
         }
         let parsed = url::Url::parse(&raw).map_err(|e| InvalidUrl::Malformed(e.to_string()))?;
@@ -533,6 +561,20 @@ pub struct DeliveryOutcome {
     pub last_error: Option<String>,
     pub attempt: Option<Attempt>,
     pub effect: Option<CallbackEffect>,
+}
+
+impl DeliveryOutcome {
+    /// The same outcome with what the receiver sent (its answer's body, and error texts that may
+    /// quote it) replaced by `note`, for when the database refuses the outcome as it is.
+    pub fn without_receiver_text(&self, note: &str) -> Self {
+        let mut stripped = self.clone();
+        stripped.last_error = stripped.last_error.map(|_| note.to_owned());
+        if let Some(attempt) = &mut stripped.attempt {
+            attempt.response_body = None;
+            attempt.error_msg = Some(note.to_owned());
+        }
+        stripped
+    }
 }
 
 /// How an attempt changes its callback's failure state.

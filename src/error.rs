@@ -49,6 +49,14 @@ pub enum AppError {
     /// The bk-ci auth service could not give a decision; the detail is logged, not sent.
     #[error("the permission check failed: the bk-ci auth service {0}")]
     AuthServiceUnavailable(String),
+    /// Some events of an intake batch were refused by the database and the rest were stored;
+    /// `answers` holds, in input order, each event's answer or why it was refused.
+    #[error("{} of {} events were refused and not stored ({}); the others were stored and will be delivered (see data)",
+        refused.len(), answers.len(), refused.join("; "))]
+    EventsRefused {
+        refused: Vec<String>,
+        answers: Vec<serde_json::Value>,
+    },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -62,9 +70,10 @@ pub struct ErrorDetail(pub String);
 impl AppError {
     fn http_status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::InvalidCallbackUrl(_) | Self::BlockedAddress { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest(_)
+            | Self::InvalidCallbackUrl(_)
+            | Self::BlockedAddress { .. }
+            | Self::EventsRefused { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::GatewayToken(_) => StatusCode::UNAUTHORIZED,
             Self::NotProjectAdmin { .. } | Self::NotProjectMember { .. } => StatusCode::FORBIDDEN,
             Self::CallbackNotFound(_) | Self::HistoryNotFound(_) | Self::RouteNotFound(_) => {
@@ -79,6 +88,7 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(e) if is_refused_value(e) => StatusCode::BAD_REQUEST,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +118,7 @@ impl AppError {
                 "the permission check failed: the bk-ci auth service is unavailable, try again later"
                     .to_owned()
             }
+            StatusCode::BAD_REQUEST if let Self::Database(error) = self => refused_message(error),
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "internal server error; see the server log for this request id".to_owned()
             }
@@ -116,19 +127,51 @@ impl AppError {
     }
 }
 
-/// A database error shared by every request of a coalesced write.
+/// A database error of one request of a coalesced write (shared by all of them only when the
+/// database is unavailable; otherwise each row was written alone, see `CallbackWriter`).
 impl From<std::sync::Arc<sqlx::Error>> for AppError {
     fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
         if is_unavailable(&error) {
             AppError::Unavailable("database unavailable, try again later".to_owned())
+        } else if is_refused_value(&error) {
+            AppError::BadRequest(refused_message(&error))
         } else {
             AppError::Internal(format!("database error: {error}"))
         }
     }
 }
 
+/// What the client reads about a refused value: the database's own words, which name the
+/// problem (not a secret).
+fn refused_message(error: &sqlx::Error) -> String {
+    let reason = match error {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    };
+    format!("the database refused a value of this request: {reason}")
+}
+
+/// A value the database will not store (bad encoding, out of range, too big, a constraint):
+/// the request was wrong, not the service, and retrying it changes nothing.
+pub fn is_refused_value(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // TOOBIG, CONSTRAINT, MISMATCH (primary result codes under the extended ones).
+        Some(_) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 18..=20)),
+        // Data exceptions (22xxx) and integrity constraint violations (23xxx).
+        None => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+    }
+}
+
 /// Connection-level failures mean "the database is down", not "the request was wrong".
-fn is_unavailable(error: &sqlx::Error) -> bool {
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -160,6 +203,10 @@ impl IntoResponse for AppError {
             ErrorEnvelope {
                 status: self.code(),
                 message: self.public_message(),
+                data: match &self {
+                    Self::EventsRefused { answers, .. } => Some(answers.clone().into()),
+                    _ => None,
+                },
             },
         )
             .into_response();

@@ -30,6 +30,7 @@ use delivery::ssrf::SsrfGuard;
 use delivery::worker::Workers;
 use domain::CallbackUrl;
 use error::{AppError, Result};
+use http::server::ConnectionLimits;
 use store::{CallbackWriter, Store};
 
 /// Everything a request handler may need, cheap to clone.
@@ -109,20 +110,23 @@ pub async fn serve(
         stop.clone(),
     ));
     let stopping = stop.clone();
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => stopping.cancel(),
-                () = stopping.cancelled() => {}
-            }
-        })
-        .await;
+    let limits = ConnectionLimits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_connections,
+    };
+    http::server::run(listener, app(state), limits, async move {
+        tokio::select! {
+            () = shutdown => stopping.cancel(),
+            () = stopping.cancelled() => {}
+        }
+    })
+    .await;
     stop.cancel();
     if let Err(e) = delivering.await {
         tracing::error!(error = %e, "the delivery workers failed");
     }
     let _ = sweeping.await;
-    served
+    Ok(())
 }
 
 /// Resolves on ctrl-c or SIGTERM.

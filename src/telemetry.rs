@@ -43,6 +43,8 @@ pub mod names {
     pub const HTTP_DURATION: &str = "devops_callbacks_http_request_duration_seconds";
     pub const EVENTS_ACCEPTED: &str = "devops_callbacks_events_accepted_total";
     pub const DELIVERIES: &str = "devops_callbacks_deliveries_total";
+    /// Outcomes the database refused even without the receiver's answer (should stay 0).
+    pub const OUTCOMES_UNRECORDABLE: &str = "devops_callbacks_outcomes_unrecordable_total";
     pub const ATTEMPT_DURATION: &str = "devops_callbacks_delivery_attempt_duration_seconds";
     pub const QUEUE: &str = "devops_callbacks_delivery_queue";
     pub const CALLBACKS_DISABLED: &str = "devops_callbacks_callbacks_disabled";

@@ -94,7 +94,8 @@ impl GatewayVerifier {
     /// user (it replaces `X-DEVOPS-UID`), `None` when the header names them.
     /// - `apigw-user`: a verified user claim is required and is the user;
     /// - `apigw-app`: a verified app claim is required; the app says who acts in the header;
-    /// - `apigw`: a valid token is required; a verified user claim, if any, is the user.
+    /// - `apigw`: a verified user claim (which is the user) or a verified app claim (the header
+    ///   names the user) is required.
     pub fn caller(
         &self,
         apigw: ApigwType,
@@ -115,22 +116,28 @@ impl GatewayVerifier {
                 })?;
                 parse_user(&name).map(Some)
             }
-            ApigwType::App => {
-                let app = claims
-                    .app
-                    .filter(|app| app.verified)
-                    .and_then(|app| app.app_code.or(app.bk_app_code))
-                    .filter(|code| !code.trim().is_empty());
-                match app {
-                    Some(_) => Ok(None),
-                    None => Err(refused(
-                        "the X-Bkapi-JWT token carries no verified app (app.app_code)",
-                    )),
-                }
-            }
-            ApigwType::Default => verified_user.as_deref().map(parse_user).transpose(),
+            ApigwType::App if verified_app(claims.app.as_ref()) => Ok(None),
+            ApigwType::App => Err(refused(
+                "the X-Bkapi-JWT token carries no verified app (app.app_code)",
+            )),
+            // A token that vouches for no one must not let the header name anyone.
+            ApigwType::Default => match verified_user {
+                Some(name) => parse_user(&name).map(Some),
+                None if verified_app(claims.app.as_ref()) => Ok(None),
+                None => Err(refused(
+                    "the X-Bkapi-JWT token carries neither a verified user (user.username) nor \
+                     a verified app (app.app_code)",
+                )),
+            },
         }
     }
+}
+
+/// Whether the token names an app the gateway verified.
+fn verified_app(app: Option<&AppClaim>) -> bool {
+    app.filter(|app| app.verified)
+        .and_then(|app| app.app_code.as_ref().or(app.bk_app_code.as_ref()))
+        .is_some_and(|code| !code.trim().is_empty())
 }
 
 /// The token's user name, trimmed as `X-DEVOPS-UID` is.

@@ -6,11 +6,16 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::domain::{CallbackEvent, EventId, NewEvent, ProjectId, Published};
-use crate::error::{AppError, Result};
+use crate::error::{AppError, Result, is_unavailable};
 use crate::store::Store;
+use crate::telemetry::names;
 
 /// Most events one batch may carry.
 pub const MAX_BATCH: usize = 1000;
+
+/// Deepest nesting of arrays and objects an event's `data` may have. Receivers parse what we
+/// forward, and many parsers recurse, so a deeper document is refused rather than passed on.
+pub const MAX_DATA_DEPTH: usize = 64;
 
 /// Validates one event and builds the exact body every delivery will POST: `{"event","data"}`
 /// with `data` byte for byte as the publisher sent it.
@@ -24,6 +29,11 @@ pub fn accept(
         return Err(AppError::BadRequest(
             "data must be a JSON object".to_owned(),
         ));
+    }
+    if nesting_depth(data.get()) > MAX_DATA_DEPTH {
+        return Err(AppError::BadRequest(format!(
+            "data is nested more than {MAX_DATA_DEPTH} levels deep"
+        )));
     }
     let event_id = match event_id {
         None => EventId::generate(),
@@ -47,12 +57,115 @@ pub async fn publish(
     events: Vec<NewEvent>,
 ) -> Result<Vec<Published>> {
     let store = store.clone();
-    let published = tokio::spawn(async move { store.publish(&events).await })
+    let outcome = tokio::spawn(async move { publish_isolated(store.as_ref(), &events).await })
         .await
-        .map_err(|e| AppError::Internal(format!("intake task failed: {e}")))??;
-    metrics::counter!(crate::telemetry::names::EVENTS_ACCEPTED).increment(published.len() as u64);
-    if published.iter().any(|p| p.deliveries > 0) {
-        wake.notify_one();
+        .map_err(|e| AppError::Internal(format!("intake task failed: {e}")))?;
+    match &outcome {
+        Ok(published) => {
+            metrics::counter!(names::EVENTS_ACCEPTED).increment(published.len() as u64);
+            if published.iter().any(|p| p.deliveries > 0) {
+                wake.notify_one();
+            }
+        }
+        // Part of the batch was stored: its deliveries are due now.
+        Err(AppError::EventsRefused { .. }) => wake.notify_one(),
+        Err(_) => {}
     }
-    Ok(published)
+    outcome
+}
+
+/// Stores the events in one transaction. When the database refuses it for a reason other than
+/// being unavailable, one event may be to blame: each is then stored alone, so every other one
+/// still commits, and the answer names the refused ones.
+async fn publish_isolated(store: &dyn Store, events: &[NewEvent]) -> Result<Vec<Published>> {
+    let error = match store.publish(events).await {
+        Ok(published) => return Ok(published),
+        Err(error) if events.len() == 1 || is_unavailable(&error) => return Err(error.into()),
+        Err(error) => error,
+    };
+    tracing::warn!(%error, events = events.len(), "an intake batch failed; storing its events one by one");
+    let mut published = Vec::with_capacity(events.len());
+    let mut answers = Vec::with_capacity(events.len());
+    let mut refused = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        match store.publish(std::slice::from_ref(event)).await {
+            Ok(mut one) => {
+                let one = one.remove(0);
+                answers.push(serde_json::to_value(&one).expect("an answer serializes"));
+                published.push(one);
+            }
+            Err(error) if is_unavailable(&error) => return Err(error.into()),
+            Err(error) => {
+                let reason = match &error {
+                    sqlx::Error::Database(db) => db.message().to_owned(),
+                    other => other.to_string(),
+                };
+                refused.push(format!("event [{index}]: {reason}"));
+                answers.push(serde_json::json!({
+                    "eventId": event.event_id,
+                    "error": reason,
+                }));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(published);
+    }
+    metrics::counter!(names::EVENTS_ACCEPTED).increment(published.len() as u64);
+    Err(AppError::EventsRefused { refused, answers })
+}
+
+/// How deeply arrays and objects nest in `json`, which is already known to be valid JSON (so
+/// brackets inside strings are the only ones to skip).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth("{}"), 1);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"{"a":"[[[{{{\\\"[["}"#), 1);
+        assert_eq!(nesting_depth(r#"{"a":[[]],"b":[[[]]]}"#), 4);
+    }
+
+    #[test]
+    fn data_deeper_than_the_limit_is_refused() {
+        let project: ProjectId = "p".parse().unwrap();
+        let nested = |levels: usize| {
+            let inner = format!("{}{}", "[".repeat(levels - 1), "]".repeat(levels - 1));
+            serde_json::value::RawValue::from_string(format!(r#"{{"a":{inner}}}"#)).unwrap()
+        };
+        let at_limit = nested(MAX_DATA_DEPTH);
+        assert!(accept(project.clone(), CallbackEvent::BuildEnd, &at_limit, None).is_ok());
+        let over = nested(MAX_DATA_DEPTH + 1);
+        let error = accept(project, CallbackEvent::BuildEnd, &over, None).unwrap_err();
+        assert!(error.to_string().contains("nested more than 64"), "{error}");
+    }
 }

@@ -3,12 +3,14 @@
 //! - `intake`: an accepted event and its deliveries are committed in one transaction (the
 //!   deliveries table is the outbox), then the workers are woken.
 //! - `worker`: leases due deliveries, sends them outside any transaction, records every attempt.
+//! - `outcome`: what an attempt's result means (delivered, gone, failed), for every sender.
 //! - `sender`: the HTTP request, its headers and signature, and the connect-time SSRF check.
 //! - `retry`: the schedule of later attempts.
 //! - `retention`: deletes old history and finished deliveries.
 //! - `ssrf`: which addresses callbacks may reach.
 
 pub mod intake;
+pub mod outcome;
 pub mod retention;
 pub mod retry;
 pub mod sender;

@@ -17,6 +17,7 @@ use crate::domain::HeaderPair;
 
 pub const USER_AGENT: &str = concat!("devops-callbacks/", env!("CARGO_PKG_VERSION"));
 pub const TOKEN_HEADER: &str = "X-DEVOPS-WEBHOOK-TOKEN";
+const SIGNATURE_HEADER: &str = "webhook-signature";
 const MASK: &str = "******";
 
 /// How much of a receiver's answer history keeps.
@@ -48,26 +49,33 @@ pub fn delivery_headers(
         headers.push(header("webhook-id", unique_id.to_owned()));
         headers.push(header("webhook-timestamp", unix_seconds.to_string()));
         headers.push(header(
-            "webhook-signature",
+            SIGNATURE_HEADER,
             sign(token, unique_id, unix_seconds, body),
         ));
     }
     headers
 }
 
-/// The headers as history stores them: the token replaced by asterisks.
+/// The headers as history stores and shows them: the token and the signature replaced by
+/// asterisks. A signature next to its id, timestamp and body would let anyone who reads history
+/// test guesses of a weak token offline.
 pub fn masked(headers: &[HeaderPair]) -> Vec<HeaderPair> {
     headers
         .iter()
         .map(|h| HeaderPair {
             name: h.name.clone(),
-            value: if h.name == TOKEN_HEADER && h.value != "NONE" {
+            value: if is_secret_header(h) {
                 MASK.to_owned()
             } else {
                 h.value.clone()
             },
         })
         .collect()
+}
+
+fn is_secret_header(header: &HeaderPair) -> bool {
+    (header.name == TOKEN_HEADER && header.value != "NONE")
+        || header.name.eq_ignore_ascii_case(SIGNATURE_HEADER)
 }
 
 /// Standard Webhooks: `v1,` + base64(HMAC-SHA256(key, "id.timestamp.body")). The key is the

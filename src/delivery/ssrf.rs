@@ -1,11 +1,14 @@
-//! The SSRF rule: callback URLs must not reach loopback, private, link-local, CGNAT, ULA,
-//! multicast, unspecified or cloud-metadata addresses unless `CALLBACK_ALLOWED_CIDRS` opens them.
-//! Registration checks IP literals and every address a host name resolves to.
+//! The SSRF rule: callback URLs must not reach any special-purpose address (loopback, private,
+//! link-local, CGNAT, ULA, multicast, translation and documentation ranges: the `FORBIDDEN`
+//! table) or a cloud-metadata name, unless `CALLBACK_ALLOWED_CIDRS` opens them. Registration
+//! checks IP literals and every address a host name resolves to; the sender checks the address
+//! it actually dials with the same rule.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use url::Host;
 
 use crate::domain::CallbackUrl;
@@ -98,77 +101,101 @@ impl SsrfGuard {
     }
 }
 
+/// Every range a callback may not reach, most specific first where ranges nest. One line per
+/// range, with the RFC that sets it aside; reviewed against the IANA special-purpose address
+/// registries. Addresses that carry an IPv4 address inside an IPv6 one are judged by the IPv4
+/// address they lead to (see `EMBEDDED_V4`).
+const FORBIDDEN: &[(&str, &str)] = &[
+    // IPv4
+    ("0.0.0.0/8", "unspecified (\"this network\", RFC 1122)"),
+    ("10.0.0.0/8", "private (RFC 1918)"),
+    ("100.64.0.0/10", "carrier-grade NAT (RFC 6598)"),
+    ("127.0.0.0/8", "loopback (RFC 1122)"),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),
+    ("172.16.0.0/12", "private (RFC 1918)"),
+    (
+        "192.0.0.0/24",
+        "special-purpose (IETF protocol assignments, RFC 6890)",
+    ),
+    ("192.0.2.0/24", "documentation (TEST-NET-1, RFC 5737)"),
+    ("192.88.99.0/24", "6to4 relay anycast (RFC 7526)"),
+    ("192.168.0.0/16", "private (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking (RFC 2544)"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2, RFC 5737)"),
+    ("203.0.113.0/24", "documentation (TEST-NET-3, RFC 5737)"),
+    ("224.0.0.0/4", "multicast (RFC 5771)"),
+    (
+        "240.0.0.0/4",
+        "reserved (RFC 1112; includes broadcast, RFC 919)",
+    ),
+    // IPv6
+    ("::/128", "unspecified (RFC 4291)"),
+    ("::1/128", "loopback (RFC 4291)"),
+    ("::ffff:0:0:0/96", "IPv4-translated (SIIT, RFC 2765)"),
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
+    ("100::/64", "discard-only (RFC 6666)"),
+    ("2001::/32", "Teredo tunnel (RFC 4380)"),
+    (
+        "2001::/23",
+        "special-purpose (IETF protocol assignments, RFC 2928)",
+    ),
+    ("2001:db8::/32", "documentation (RFC 3849)"),
+    ("3fff::/20", "documentation (RFC 9637)"),
+    ("5f00::/16", "segment routing SIDs (RFC 9602)"),
+    ("fc00::/7", "unique local (ULA, RFC 4193)"),
+    ("fe80::/10", "link-local (RFC 4291)"),
+    ("fec0::/10", "site-local (deprecated, RFC 3879)"),
+    ("ff00::/8", "multicast (RFC 4291)"),
+];
+
+/// IPv6 ranges that carry an IPv4 address, where it sits (bit offset), and the RFC.
+const EMBEDDED_V4: &[(&str, u32, &str)] = &[
+    ("::ffff:0:0/96", 96, "IPv4-mapped (RFC 4291)"),
+    ("::/96", 96, "IPv4-compatible (deprecated, RFC 4291)"),
+    ("64:ff9b::/96", 96, "NAT64 well-known prefix (RFC 6052)"),
+    ("2002::/16", 16, "6to4 (RFC 3056)"),
+];
+
+/// `FORBIDDEN` and `EMBEDDED_V4`, parsed once.
+fn forbidden_table() -> &'static [(IpNet, &'static str)] {
+    static TABLE: OnceLock<Vec<(IpNet, &'static str)>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        FORBIDDEN
+            .iter()
+            .map(|&(net, kind)| (net.parse().expect("a valid range in FORBIDDEN"), kind))
+            .collect()
+    })
+}
+
+fn embedded_table() -> &'static [(Ipv6Net, u32)] {
+    static TABLE: OnceLock<Vec<(Ipv6Net, u32)>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        EMBEDDED_V4
+            .iter()
+            .map(|&(net, offset, _)| (net.parse().expect("a valid range in EMBEDDED_V4"), offset))
+            .collect()
+    })
+}
+
 /// The kind of non-public address `ip` is, if it is one.
 fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
+    if let Some((_, kind)) = forbidden_table().iter().find(|(net, _)| net.contains(&ip)) {
+        return Some(kind);
+    }
     match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => forbidden_v6(v6),
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => embedded_v4(v6).and_then(|v4| forbidden_kind(IpAddr::V4(v4))),
     }
 }
 
-fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = ip.octets();
-    if ip.is_unspecified() || a == 0 {
-        Some("unspecified")
-    } else if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private (RFC 1918)")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("carrier-grade NAT")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if ip.is_broadcast() || a >= 240 {
-        Some("reserved")
-    } else if (a, b, c) == (192, 0, 0) || (a == 198 && (b == 18 || b == 19)) {
-        Some("special-purpose (IETF protocol or benchmarking)")
-    } else if matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113)) {
-        Some("documentation")
-    } else {
-        None
-    }
-}
-
-fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // An IPv4 address wearing IPv6 clothes is judged as IPv4: mapped (::ffff:a.b.c.d),
-    // compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d).
-    let segments = ip.segments();
-    let embedded = || Ipv4Addr::from((u32::from(segments[6]) << 16) | u32::from(segments[7]));
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4);
-    }
-    if segments[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
-        return forbidden_v4(embedded());
-    }
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return forbidden_v4(embedded());
-    }
-    let first = segments[0];
-    if ip.is_unspecified() {
-        Some("unspecified")
-    } else if ip.is_loopback() {
-        Some("loopback")
-    } else if first & 0xfe00 == 0xfc00 {
-        Some("unique local (ULA)")
-    } else if first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0 {
-        Some("link-local")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if first == 0x2001 && segments[1] == 0 {
-        // Teredo hides the client's IPv4 address; nothing legitimate needs it as a target.
-        Some("Teredo tunnel")
-    } else if first == 0x2001 && segments[1] == 0xdb8 {
-        Some("documentation")
-    } else if first == 0x2002 {
-        // 6to4 carries an IPv4 address in bits 16..48.
-        let [_, hi, lo, ..] = ip.segments();
-        let embedded = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-        forbidden_v4(embedded)
-    } else {
-        None
-    }
+/// The IPv4 address an IPv6 address leads to through mapping, compatibility, NAT64 or 6to4.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    embedded_table().iter().find_map(|&(net, offset)| {
+        // The 32 bits that follow the first `offset` bits (the cast keeps exactly those).
+        net.contains(&ip)
+            .then(|| Ipv4Addr::from((bits >> (96 - offset)) as u32))
+    })
 }
 
 #[cfg(test)]
@@ -201,6 +228,33 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2002:7f00:1::",
+            // The gaps a black-box test found: local-use NAT64, IPv4-translated, discard-only,
+            // the 6to4 relay.
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:ffff::808:808",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "192.88.99.1",
+            // Embedded forms of private targets.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::",
+            "2002:c0a8:101::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
+            "fec0::1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "240.0.0.1",
         ] {
             assert!(blocked(ip), "{ip} should be blocked");
         }
@@ -215,9 +269,39 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "2002:5db8:d70e::",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "64:ff9b:2::1",
+            "101::1",
+            "192.88.100.1",
+            "2001:4860:4860::8888",
         ] {
             assert!(!blocked(ip), "{ip} should pass");
         }
+    }
+
+    #[test]
+    fn every_table_range_blocks_its_first_and_last_address() {
+        for (net, kind) in forbidden_table() {
+            for ip in [net.network(), net.broadcast()] {
+                assert!(blocked(&ip.to_string()), "{ip} ({kind}) should be blocked");
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_ipv4_is_judged_by_the_ipv4_address() {
+        let cases = [
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("::10.1.2.3", "10.1.2.3"),
+            ("64:ff9b::c0a8:101", "192.168.1.1"),
+            ("2002:a9fe:a9fe::", "169.254.169.254"),
+        ];
+        for (v6, v4) in cases {
+            let v6: Ipv6Addr = v6.parse().unwrap();
+            assert_eq!(embedded_v4(v6), Some(v4.parse().unwrap()), "{v6}");
+        }
+        assert_eq!(embedded_v4("2606:4700::1111".parse().unwrap()), None);
     }
 
     #[test]
@@ -237,7 +321,7 @@ mod tests {
         let url = |raw: &str| CallbackUrl::parse(raw, &[]).unwrap();
         assert!(matches!(
             guard.check_url(&url("http://localhost:9000/")).await,
-            Err(Blocked::Address(_, "loopback"))
+            Err(Blocked::Address(_, kind)) if kind.starts_with("loopback")
         ));
         assert!(matches!(
             guard

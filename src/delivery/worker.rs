@@ -17,12 +17,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::outcome::Verdict;
 use crate::delivery::retry::{HumanDuration, RetrySchedule};
 use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
-    Attempt, AttemptStatus, CallbackEffect, ClaimedDelivery, DeliveryOutcome, DeliveryStatus,
-    DeliveryTarget, EpochMillis, Lane, now_millis,
+    Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
+    EpochMillis, Lane, now_millis,
 };
+use crate::error::is_unavailable;
 use crate::secrets::Secret;
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
@@ -402,27 +404,19 @@ impl Workers {
         )
         .await;
         let end = attempt.end_time;
-        let gone = result.response_code == Some(410);
-        let (status, next_attempt_at, effect) = if result.is_success() {
-            (DeliveryStatus::Success, end, CallbackEffect::Succeeded)
-        } else if gone {
-            (DeliveryStatus::Failed, end, CallbackEffect::Gone)
-        } else {
-            let failed = CallbackEffect::Failed {
-                since: attempt.start_time,
-            };
-            match self.retry.delay_after(number) {
+        let verdict = Verdict::of(&result);
+        let (status, next_attempt_at) = match verdict {
+            Verdict::Delivered => (DeliveryStatus::Success, end),
+            Verdict::Gone => (DeliveryStatus::Failed, end),
+            Verdict::Failed => match self.retry.delay_after(number) {
                 Some(delay) => {
                     let asked = result.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
-                    (
-                        DeliveryStatus::Pending,
-                        end + millis(delay.max(asked)),
-                        failed,
-                    )
+                    (DeliveryStatus::Pending, end + millis(delay.max(asked)))
                 }
-                None => (DeliveryStatus::Failed, end, failed),
-            }
+                None => (DeliveryStatus::Failed, end),
+            },
         };
+        let effect = verdict.effect(attempt.start_time);
         let outcome = match status {
             DeliveryStatus::Success => "success",
             DeliveryStatus::Pending => "retry",
@@ -540,43 +534,85 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
     }
 }
 
-/// Writes outcomes in batches. A batch that cannot be written is retried for a while; if the
-/// database stays away it is dropped, and the leases expire so the deliveries are sent again.
-/// A batch that leaves deliveries pending (retries, put-backs) wakes the dispatcher: it went to
-/// sleep while they were leased, so its wait does not know their due time yet.
+/// Writes outcomes in batches. While the database is unavailable a batch is retried for a
+/// while; if it stays away the batch is dropped and the leases expire, so the deliveries are
+/// sent again. A batch the database refuses for another reason is written outcome by outcome
+/// (`record_alone`), so one bad outcome never costs the others theirs. A batch that leaves
+/// deliveries pending (retries, put-backs) wakes the dispatcher: it went to sleep while they were
+/// leased, so its wait does not know their due time yet.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
     wake: Arc<Notify>,
 ) {
-    const TRIES: u32 = 20;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        for tried in 1..=TRIES {
-            match store
-                .record_outcomes(&batch, &disable_rule(disable_after))
-                .await
-            {
-                Ok(()) => {
-                    if batch
-                        .iter()
-                        .any(|outcome| outcome.status == DeliveryStatus::Pending)
-                    {
-                        wake.notify_one();
-                    }
-                    break;
-                }
-                Err(error) if tried == TRIES => {
-                    tracing::error!(%error, lost = batch.len(), "giving up recording outcomes; they will be re-sent");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "recording outcomes failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        match record_while_available(store.as_ref(), &batch, disable_after).await {
+            Ok(()) => {}
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(%error, outcomes = batch.len(), "recording a batch of outcomes failed; recording them one by one");
+                for outcome in &batch {
+                    record_alone(store.as_ref(), outcome, disable_after).await;
                 }
             }
+            Err(_) => record_alone(store.as_ref(), &batch[0], disable_after).await,
+        }
+        if batch
+            .iter()
+            .any(|outcome| outcome.status == DeliveryStatus::Pending)
+        {
+            wake.notify_one();
         }
         batch.clear();
+    }
+}
+
+/// Records `outcomes`, retrying for a while as long as the database is unavailable. Gives up
+/// quietly (after logging) when it stays unavailable; returns any other error.
+async fn record_while_available(
+    store: &dyn Store,
+    outcomes: &[DeliveryOutcome],
+    disable_after: Duration,
+) -> Result<(), sqlx::Error> {
+    const TRIES: u32 = 20;
+    for tried in 1..=TRIES {
+        match store
+            .record_outcomes(outcomes, &disable_rule(disable_after))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) if !is_unavailable(&error) => return Err(error),
+            Err(error) if tried == TRIES => {
+                tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "recording outcomes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records one outcome that a batch could not. If the database refuses it as it is, the
+/// attempt is recorded without what the receiver sent (its body and the error text), with a
+/// note saying why, so the delivery still gets its state and history; failing that too, it is
+/// logged and left to its lease (never retried in a loop).
+async fn record_alone(store: &dyn Store, outcome: &DeliveryOutcome, disable_after: Duration) {
+    let Err(error) =
+        record_while_available(store, std::slice::from_ref(outcome), disable_after).await
+    else {
+        return;
+    };
+    let stripped = outcome.without_receiver_text(&format!(
+        "the receiver's answer could not be stored: {error}"
+    ));
+    if let Err(error) =
+        record_while_available(store, std::slice::from_ref(&stripped), disable_after).await
+    {
+        metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
+        tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
     }
 }
 

@@ -47,8 +47,9 @@ pub(super) struct CreateParams {
 /// Longest accepted `secretToken`, in bytes.
 const MAX_SECRET_TOKEN_LEN: usize = 1024;
 
-/// `secretToken` as stored: empty means none, it has a length limit, and it must not look sealed
-/// (stored tokens with that prefix are taken for sealed ones). Sealing happens in the store.
+/// `secretToken` as stored: empty means none, it has a length limit, visible ASCII only, and it
+/// must not look sealed (stored tokens with that prefix are taken for sealed ones). Sealing
+/// happens in the store.
 pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
     let Some(token) = param.filter(|token| !token.is_empty()) else {
         return Ok(None);
@@ -57,6 +58,14 @@ pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
         return Err(AppError::BadRequest(format!(
             "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
         )));
+    }
+    // It travels as a header value and keys the signature: visible ASCII, nothing that could
+    // break a header (CR, LF, NUL) or read differently on the receiver's side.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::BadRequest(
+            "query parameter secretToken may only contain visible ASCII characters (no spaces or control characters)"
+                .to_owned(),
+        ));
     }
     if Sealer::is_sealed(&token) {
         return Err(AppError::BadRequest(format!(

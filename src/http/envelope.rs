@@ -39,6 +39,9 @@ pub struct ErrorEnvelope {
     /// Non-zero: 400, 401, 403, 404, 405, 413, 500, 503, or a bk-ci code such as 2101104.
     pub status: i32,
     pub message: String,
+    /// Only where part of a request took effect: what did (e.g. a batch's per-event answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl IntoResponse for ErrorEnvelope {

@@ -7,9 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::domain::{
-    ALL_PROJECTS, CallbackEvent, CallbackId, NewCallback, Page, ProjectId, Region,
-};
+use crate::domain::{CallbackEvent, CallbackId, NewCallback, Page, ProjectId, Region};
 use crate::error::{AppError, Result};
 use crate::http::callbacks::{CallbackRecord, page_of, secret_token};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
@@ -20,10 +18,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(remove))
-}
-
-fn all_projects() -> ProjectId {
-    ALL_PROJECTS.parse().expect("a valid project id")
 }
 
 /// `CreateParams` with `event` limited to the PROJECT_* events.
@@ -78,7 +72,7 @@ async fn create(
     state
         .callbacks
         .upsert(NewCallback {
-            project_id: all_projects(),
+            project_id: ProjectId::global(),
             url: url.into_string(),
             event: params.event,
             region: params.region,
@@ -103,7 +97,7 @@ async fn list(
     _: ServiceCaller,
     Query(params): Query<PageParams>,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
-    page_of(&state, &all_projects(), params.validate()?).await
+    page_of(&state, &ProjectId::global(), params.validate()?).await
 }
 
 /// Deletes a global callback.
@@ -120,7 +114,11 @@ async fn remove(
     _: ServiceCaller,
     Path(id): Path<CallbackId>,
 ) -> Result<Envelope<bool>> {
-    if !state.store.delete_callback(&all_projects(), id).await? {
+    if !state
+        .store
+        .delete_callback(&ProjectId::global(), id)
+        .await?
+    {
         return Err(AppError::CallbackNotFound(id));
     }
     Ok(Envelope::ok(true))

@@ -8,10 +8,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::delivery::outcome::Verdict;
+use crate::delivery::sender::masked;
 use crate::delivery::worker::{disable_rule, send_attempt};
 use crate::domain::{
-    AttemptStatus, CallbackEffect, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryStatus,
-    EpochMillis, HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryStatus, EpochMillis,
+    HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
@@ -83,7 +85,8 @@ impl From<HistoryEntry> for HistoryRecord {
             status: a.status,
             attempt: a.attempt,
             error_msg: a.error_msg,
-            request_headers: a.request_headers,
+            // Rows written before signatures were masked are masked on the way out.
+            request_headers: masked(&a.request_headers),
             request_body: a.request_body,
             response_code: a.response_code,
             response_body: a.response_body,
@@ -141,6 +144,17 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     if from > to {
         return Err(AppError::BadRequest(
             "query parameter startTime must not be after endTime".to_owned(),
+        ));
+    }
+    // Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
+    // mistake, and PostgreSQL could not even compare a NUL.
+    if params
+        .url
+        .as_deref()
+        .is_some_and(|url| url.chars().any(char::is_control))
+    {
+        return Err(AppError::BadRequest(
+            "query parameter url must not contain control characters".to_owned(),
         ));
     }
     Ok(HistoryFilter {
@@ -236,26 +250,20 @@ async fn retry(
             original.request_body,
         )
         .await;
-        let effect = match (result.is_success(), result.response_code) {
-            (true, _) => CallbackEffect::Succeeded,
-            (false, Some(410)) => CallbackEffect::Gone,
-            (false, _) => CallbackEffect::Failed {
-                since: attempt.start_time,
-            },
-        };
+        // A manual re-send is not retried: anything but a delivery is a failure.
+        let verdict = Verdict::of(&result);
         let outcome = DeliveryOutcome {
             delivery_id,
             claim_token: None,
-            status: if result.is_success() {
-                DeliveryStatus::Success
-            } else {
-                DeliveryStatus::Failed
+            status: match verdict {
+                Verdict::Delivered => DeliveryStatus::Success,
+                Verdict::Gone | Verdict::Failed => DeliveryStatus::Failed,
             },
             attempts: attempt.attempt,
             next_attempt_at: attempt.end_time,
             last_error: result.error.clone(),
+            effect: Some(verdict.effect(attempt.start_time)),
             attempt: Some(attempt),
-            effect: Some(effect),
         };
         let rule = disable_rule(state.config.callback_disable_after);
         state.store.record_outcomes(&[outcome], &rule).await?;

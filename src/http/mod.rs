@@ -10,6 +10,7 @@ mod history;
 mod members;
 mod metrics;
 mod paging;
+pub mod server;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -158,7 +159,7 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Response {
     let uri = request.uri().clone();
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -176,7 +177,7 @@ async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Res
             .into_response(),
         }
     };
-    ::metrics::histogram!(names::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
+    ::metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
     ::metrics::counter!(
         names::HTTP_REQUESTS,
@@ -207,6 +208,22 @@ async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Res
         enveloped.headers_mut().insert(header::ALLOW, allow);
     }
     enveloped
+}
+
+/// The method as a metric label: anyone can send any method, so only the standard ones get a
+/// series of their own and the rest share `other` (routes are bounded the same way: only
+/// matched route templates, else `unmatched`).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Checked before routing, so no extractor ever parses an oversized query or header. (Beyond

@@ -1,6 +1,8 @@
 //! Row shapes shared by both backends and their conversion into domain types.
 
-use crate::domain::{Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member};
+use crate::domain::{
+    Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member, ProjectId,
+};
 use crate::secrets::{Sealer, Secret};
 
 /// Columns of `callbacks` as the list query returns them.
@@ -39,7 +41,23 @@ pub fn decode<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, sqlx
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    value.parse().map_err(|e| sqlx::Error::ColumnDecode {
+    decode_with(column, value, str::parse)
+}
+
+/// A stored project id: the global scope is one too.
+fn decode_project(value: &str) -> Result<ProjectId, sqlx::Error> {
+    decode_with("project_id", value, ProjectId::from_stored)
+}
+
+fn decode_with<T, E>(
+    column: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, sqlx::Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    parse(value).map_err(|e| sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: Box::new(e),
     })
@@ -51,7 +69,7 @@ impl TryFrom<CallbackRow> for Callback {
     fn try_from(row: CallbackRow) -> Result<Self, Self::Error> {
         Ok(Self {
             id: row.id,
-            project_id: decode("project_id", &row.project_id)?,
+            project_id: decode_project(&row.project_id)?,
             url: row.url,
             event: decode("event", &row.event)?,
             region: decode("region", &row.region)?,
@@ -72,7 +90,7 @@ impl TryFrom<MemberRow> for Member {
 
     fn try_from(row: MemberRow) -> Result<Self, Self::Error> {
         Ok(Self {
-            project_id: decode("project_id", &row.project_id)?,
+            project_id: decode_project(&row.project_id)?,
             user_id: decode("user_id", &row.user_id)?,
             role: decode("role", &row.role)?,
             created_at: row.created_at,
@@ -126,7 +144,7 @@ impl ClaimRow {
         let target = match (self.enabled, self.callback_project, self.url) {
             (Some(true), Some(project), Some(url)) => Some(DeliveryTarget {
                 secret_token: open_token(sealer, self.secret_token, &project, &url)?,
-                project_id: decode("project_id", &project)?,
+                project_id: decode_project(&project)?,
                 url,
             }),
             _ => None,
@@ -183,7 +201,7 @@ impl TryFrom<HistoryRow> for HistoryEntry {
             attempt: Attempt {
                 delivery_id: row.delivery_id,
                 callback_id: row.callback_id,
-                project_id: decode("project_id", &row.project_id)?,
+                project_id: decode_project(&row.project_id)?,
                 url: row.url,
                 event: decode("event", &row.event)?,
                 status: decode("status", &row.status)?,
@@ -211,7 +229,7 @@ impl TargetRow {
     pub fn into_target(self, sealer: &Sealer) -> Result<DeliveryTarget, sqlx::Error> {
         Ok(DeliveryTarget {
             secret_token: open_token(sealer, self.secret_token, &self.project_id, &self.url)?,
-            project_id: decode("project_id", &self.project_id)?,
+            project_id: decode_project(&self.project_id)?,
             url: self.url,
         })
     }

@@ -682,6 +682,16 @@ macro_rules! publish {
     }};
 }
 
+/// Text as both databases can hold it: PostgreSQL refuses NUL in text, so NUL (which a hostile
+/// receiver can put in its answer) becomes U+FFFD on both backends alike.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
+}
+
 /// History rows of the outcomes that made an attempt, as one JSON array.
 pub fn attempt_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
     let rows: Vec<serde_json::Value> = outcomes
@@ -696,11 +706,11 @@ pub fn attempt_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
                 "event": a.event.as_str(),
                 "status": a.status.as_str(),
                 "attempt": a.attempt,
-                "error_msg": a.error_msg,
+                "error_msg": a.error_msg.as_deref().map(storable),
                 "request_headers": serde_json::to_string(&a.request_headers).expect("headers serialize"),
-                "request_body": a.request_body,
+                "request_body": storable(&a.request_body),
                 "response_code": a.response_code,
-                "response_body": a.response_body,
+                "response_body": a.response_body.as_deref().map(storable),
                 "start_time": a.start_time,
                 "end_time": a.end_time,
             })
@@ -721,7 +731,7 @@ pub fn state_rows(outcomes: &[crate::domain::DeliveryOutcome]) -> String {
                 "status": o.status.as_str(),
                 "attempts": o.attempts,
                 "next_attempt_at": o.next_attempt_at,
-                "last_error": o.last_error,
+                "last_error": o.last_error.as_deref().map(storable),
             })
         })
         .collect();

@@ -1,7 +1,8 @@
 //! Write coalescing for registrations: concurrent creates are gathered into one multi-row upsert,
 //! so a burst of N requests costs one statement and one commit instead of N. Under light load a
 //! batch holds one item and nothing waits. The writes run in their own task, so a client that
-//! disconnects cannot cancel one halfway.
+//! disconnects cannot cancel one halfway. A row the database refuses fails alone: the others of
+//! its batch are written again one by one (see `write`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,12 +10,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::NewCallback;
+use crate::error::is_unavailable;
 use crate::store::Store;
 
 /// Most registrations written in one statement.
 const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<(), Arc<sqlx::Error>>>;
+type Outcome = Result<(), Arc<sqlx::Error>>;
+type Reply = oneshot::Sender<Outcome>;
 
 #[derive(Clone)]
 pub struct CallbackWriter {
@@ -30,7 +33,7 @@ impl CallbackWriter {
     }
 
     /// Upserts one callback; resolves once its batch is committed.
-    pub async fn upsert(&self, callback: NewCallback) -> Result<(), Arc<sqlx::Error>> {
+    pub async fn upsert(&self, callback: NewCallback) -> Outcome {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((callback, reply))
@@ -46,7 +49,7 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(NewCa
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // One statement may not touch a row twice: of repeated keys the last one wins, and
-        // every request is answered with the statement's outcome.
+        // every request is answered with the outcome of its key's row.
         let mut last_of_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (index, (callback, _)) in batch.iter().enumerate() {
             let key = (
@@ -56,12 +59,45 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(NewCa
             );
             last_of_key.insert(key, index);
         }
-        let mut indexes: Vec<usize> = last_of_key.into_values().collect();
-        indexes.sort_unstable();
-        let rows: Vec<NewCallback> = indexes.iter().map(|&i| batch[i].0.clone()).collect();
-        let outcome = store.upsert_callbacks(&rows).await.map_err(Arc::new);
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(outcome.clone());
+        let row_of: Vec<usize> = batch
+            .iter()
+            .map(|(callback, _)| {
+                last_of_key[&(
+                    callback.project_id.as_str(),
+                    callback.url.as_str(),
+                    callback.event.as_str(),
+                )]
+            })
+            .collect();
+        let mut rows: Vec<usize> = last_of_key.into_values().collect();
+        rows.sort_unstable();
+        let outcomes = write(&store, &batch, &rows).await;
+        for ((_, reply), row) in batch.drain(..).zip(row_of) {
+            let _ = reply.send(outcomes[&row].clone());
         }
     }
+}
+
+/// Writes the rows at `rows` of the batch in one statement. When the database refuses the
+/// statement for a reason other than being unavailable, one row may be to blame: each row is
+/// then written alone, so every other row still commits and the bad one gets its own error.
+async fn write(
+    store: &Arc<dyn Store>,
+    batch: &[(NewCallback, Reply)],
+    rows: &[usize],
+) -> HashMap<usize, Outcome> {
+    let callbacks: Vec<NewCallback> = rows.iter().map(|&i| batch[i].0.clone()).collect();
+    let shared = match store.upsert_callbacks(&callbacks).await {
+        Err(error) if rows.len() > 1 && !is_unavailable(&error) => {
+            tracing::warn!(%error, rows = rows.len(), "a coalesced create failed; writing its rows one by one");
+            let mut outcomes = HashMap::with_capacity(rows.len());
+            for (&row, callback) in rows.iter().zip(callbacks) {
+                let outcome = store.upsert_callbacks(&[callback]).await.map_err(Arc::new);
+                outcomes.insert(row, outcome);
+            }
+            return outcomes;
+        }
+        result => result.map_err(Arc::new),
+    };
+    rows.iter().map(|&row| (row, shared.clone())).collect()
 }

@@ -34,19 +34,21 @@ async fn setup(backend: Backend) -> (TestDb, TestServer, Receiver) {
     (db, server, Receiver::start().await)
 }
 
-async fn history(server: &TestServer, project: &str, query: &str) -> Value {
+pub(crate) async fn history(server: &TestServer, project: &str, query: &str) -> Value {
     let (status, body) = server.history(project, "alice", query).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"].clone()
 }
 
 /// Waits until history shows `n` attempts of the project.
-async fn wait_for_history(server: &TestServer, project: &str, n: usize) -> Vec<Value> {
-    server.wait_for_history(project, "alice", n).await
+pub(crate) async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
+    server
+        .wait_for_history(project, "alice", usize::try_from(n).unwrap())
+        .await
 }
 
 #[track_caller]
-fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
+pub(crate) fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
     record["requestHeaders"]
         .as_array()
         .unwrap()

@@ -211,6 +211,27 @@ async fn the_default_gateway_type_takes_the_user_claim_or_the_header(backend: Ba
         2112005,
         &["X-Bkapi-JWT"],
     );
+    // A token that vouches for no one (nobody, or only unverified claims) must not let the
+    // header name anyone.
+    let mut unverified = claims(Some("ci"), Some("bob"));
+    unverified["app"]["verified"] = json!(false);
+    unverified["user"]["verified"] = json!(false);
+    for token in [sign(&claims(None, None)), sign(&unverified)] {
+        assert_error(
+            &call(
+                server,
+                Method::GET,
+                "apigw",
+                list,
+                Some("bob"),
+                Some(&token),
+            )
+            .await,
+            401,
+            2112005,
+            &["neither a verified user", "nor a verified app"],
+        );
+    }
 }
 
 async fn unverifiable_tokens_are_refused(backend: Backend) {

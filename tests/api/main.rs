@@ -9,6 +9,7 @@ mod delivery;
 mod edges;
 mod gateway;
 mod hostile;
+mod isolation;
 mod keys;
 mod members;
 mod processes;

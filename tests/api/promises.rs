@@ -46,7 +46,7 @@ async fn the_response_body_is_cut_at_16_kib(backend: Backend) {
     let server = start(&db, &[]).await;
     let receiver = Receiver::start().await;
     let long = "abcdefgh".repeat(5 * 1024);
-    receiver.script("/long", vec![Answer::Body(200, long.clone())]);
+    receiver.script("/long", vec![Answer::Body(200, long.clone().into_bytes())]);
     server
         .register("demo", "alice", "BUILD_END", &receiver.url("/long"), None)
         .await;
@@ -630,6 +630,8 @@ async fn every_unusable_variable_stops_the_start() {
         ("MAX_BODY_BYTES", "big", &[]),
         ("MAX_URI_BYTES", "0", &[]),
         ("MAX_HEADER_BYTES", "0", &[]),
+        ("HEADER_READ_TIMEOUT_MS", "0", &[]),
+        ("MAX_CONNECTIONS", "lots", &[]),
         ("DELIVERY_CONCURRENCY", "0", &[]),
         ("DELIVERY_MAX_IN_FLIGHT_PER_HOST", "0", &[]),
         ("DELIVERY_TIMEOUT_MS", "0", &[]),
@@ -641,6 +643,23 @@ async fn every_unusable_variable_stops_the_start() {
         ("HISTORY_RETENTION_DAYS", "forever", &[]),
         ("RETENTION_SWEEP_SECS", "0", &[]),
     ];
+    // Every variable of the README's configuration table has a case (SERVICE_TOKEN takes any
+    // text).
+    let readme = include_str!("../../README.md");
+    let table =
+        &readme[readme.find("## Configuration").unwrap()..readme.find("## Architecture").unwrap()];
+    for line in table.lines() {
+        let Some(name) = line
+            .strip_prefix("| `")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        assert!(
+            name == "SERVICE_TOKEN" || cases.iter().any(|(case, _, _)| *case == name),
+            "no unusable value tried for {name}"
+        );
+    }
     for (name, value, with) in cases {
         let mut vars: Vec<(&str, &str)> = with.to_vec();
         vars.push((name, value));

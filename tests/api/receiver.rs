@@ -50,8 +50,8 @@ pub enum Answer {
     Slow(Duration),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, String),
-    /// A status with this body.
-    Body(u16, String),
+    /// A status with these exact body bytes (NUL, invalid UTF-8, …).
+    Body(u16, Vec<u8>),
     /// Waits this long, then answers this status.
     Late(Duration, u16),
 }
@@ -173,7 +173,7 @@ async fn receive(
             tokio::time::sleep(delay).await;
             (StatusCode::from_u16(code).unwrap(), "late").into_response()
         }
-        Answer::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Answer::Body(code, bytes) => (StatusCode::from_u16(code).unwrap(), bytes).into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             "slow ok".into_response()
