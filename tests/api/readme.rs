@@ -320,6 +320,17 @@ async fn every_readme_example_works_as_written() {
     );
     let documented = examples.iter().filter(|e| e.answer.is_some()).count();
     assert!(documented >= 9, "only {documented} documented answers");
+    // The history example reads "today" in TIME_ZONE, as written: a run that would straddle
+    // midnight there waits for the new day first.
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+    let midnight = (now.date_naive() + chrono::Days::new(1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_local_timezone(chrono_tz::Asia::Shanghai)
+        .unwrap();
+    let left = (midnight - now).to_std().unwrap_or_default();
+    if left < Duration::from_secs(120) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
     let db = TestDb::new(Backend::Sqlite).await;
     let logs = tempfile::tempdir().unwrap();
     let vars = [
