@@ -207,10 +207,11 @@ async fn anything_but_a_clean_answer_is_a_503(backend: Backend) {
 
 async fn a_dead_service_is_a_503(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let closed = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    // A port bound but never listened on: held by this test (no other process can take it in
+    // between), and every connection to it is refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let server = start(&db, &format!("http://{closed}/"), "30").await;
     assert_error(
         &server.list("demo", "alice", "").await,
