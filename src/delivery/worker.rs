@@ -9,9 +9,10 @@
 //! left out of claims, so a dead or slow receiver cannot take the slots of healthy ones.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -126,8 +127,7 @@ impl Workers {
         }
         // Whatever was claimed but not attempted to the end (cut off, or still queued for its
         // host) goes back for another process at once.
-        let unfinished: Vec<(i64, (String, u32))> =
-            workers.held.lock().expect("not poisoned").drain().collect();
+        let unfinished: Vec<(i64, (String, u32))> = workers.held.lock().drain().collect();
         if !unfinished.is_empty() {
             tracing::info!(
                 released = unfinished.len(),
@@ -240,7 +240,7 @@ impl Workers {
     /// delivery timeout ahead: left where it is, every claim would walk past it again.
     async fn defer_stalled_hosts(&self) {
         let stalled: Vec<String> = {
-            let mut hosts = self.hosts.lock().expect("not poisoned");
+            let mut hosts = self.hosts.lock();
             let now = std::time::Instant::now();
             hosts
                 .iter_mut()
@@ -275,7 +275,7 @@ impl Workers {
 
     /// Free places in the queues of hosts whose attempts are all taken.
     fn queue_room(&self) -> usize {
-        let hosts = self.hosts.lock().expect("not poisoned");
+        let hosts = self.hosts.lock();
         hosts
             .values()
             .filter(|load| load.in_flight >= self.per_host)
@@ -285,7 +285,7 @@ impl Workers {
 
     /// Hosts whose attempts and queue are both full: claims leave them out.
     fn busy_hosts(&self) -> Vec<String> {
-        let hosts = self.hosts.lock().expect("not poisoned");
+        let hosts = self.hosts.lock();
         hosts
             .iter()
             .filter(|(_, load)| {
@@ -298,7 +298,7 @@ impl Workers {
     /// Starts a claimed delivery if its host has room, else queues it behind the host's attempts
     /// (then it counts as held, to be handed back if the process stops first).
     fn admit(&self, delivery: ClaimedDelivery) -> Admission {
-        let mut hosts = self.hosts.lock().expect("not poisoned");
+        let mut hosts = self.hosts.lock();
         let load = hosts.entry(delivery.host.clone()).or_default();
         let held = (delivery.claim_token.clone(), delivery.attempts);
         load.last_progress
@@ -306,26 +306,20 @@ impl Workers {
         if load.in_flight < self.per_host {
             load.in_flight += 1;
         } else if load.queued.len() < self.queue_cap {
-            self.held
-                .lock()
-                .expect("not poisoned")
-                .insert(delivery.id, held);
+            self.held.lock().insert(delivery.id, held);
             load.queued.push_back(delivery);
             return Admission::Queued;
         } else {
             return Admission::Full(delivery);
         }
-        self.held
-            .lock()
-            .expect("not poisoned")
-            .insert(delivery.id, held);
+        self.held.lock().insert(delivery.id, held);
         Admission::Start(delivery)
     }
 
     /// After an attempt to `host`: its next queued delivery (which takes over the place), or
     /// `None` when nothing waits (the place is given up) or the process is stopping.
     fn next_for_host(&self, host: &str) -> Option<ClaimedDelivery> {
-        let mut hosts = self.hosts.lock().expect("not poisoned");
+        let mut hosts = self.hosts.lock();
         let load = hosts.get_mut(host)?;
         load.last_progress = Some(std::time::Instant::now());
         let was_full = load.queued.len() >= self.queue_cap;
@@ -368,7 +362,7 @@ impl Workers {
             let outcome = self.deliver(delivery).await;
             // Holding the slot until the recorder took the outcome keeps memory bounded.
             let _ = outcomes.send(outcome).await;
-            self.held.lock().expect("not poisoned").remove(&id);
+            self.held.lock().remove(&id);
             match self.next_for_host(&host) {
                 Some(next) => delivery = next,
                 None => break,
