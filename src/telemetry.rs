@@ -2,8 +2,10 @@
 //! to stderr, so the CLI's results on stdout stay clean.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -41,6 +43,19 @@ pub fn metrics() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Folds the histograms' recorded samples into their buckets every few seconds. The recorder
+/// keeps raw samples until then, and a service nobody scrapes would otherwise pile them up
+/// (about 100 bytes per request); `install_recorder` leaves this to its caller.
+pub async fn upkeep(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics().run_upkeep(),
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Metric names, in one place.
