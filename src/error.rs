@@ -1,10 +1,13 @@
 //! The one error type of the service. Its `IntoResponse` is the only place an error becomes HTTP.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::{CallbackId, InvalidUrl, ProjectId, UserId};
 use crate::http::envelope::ErrorEnvelope;
+use crate::store::fault::Fault;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -49,8 +52,9 @@ pub enum AppError {
     /// The bk-ci auth service could not give a decision; the detail is logged, not sent.
     #[error("the permission check failed: the bk-ci auth service {0}")]
     AuthServiceUnavailable(String),
+    /// What it means for the answer is the store's fault model (`store::fault`).
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(Arc<sqlx::Error>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,8 +82,13 @@ impl AppError {
             Self::Unavailable(_) | Self::AuthServiceUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(e) => match Fault::of(e) {
+                fault if fault.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+                Fault::BadValue => StatusCode::BAD_REQUEST,
+                Fault::Constraint => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -104,6 +113,12 @@ impl AppError {
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Database(_)) => {
                 "database unavailable, try again later".to_owned()
             }
+            StatusCode::BAD_REQUEST if matches!(self, Self::Database(_)) => {
+                "a value of the request cannot be stored".to_owned()
+            }
+            StatusCode::CONFLICT if matches!(self, Self::Database(_)) => {
+                "the request conflicts with a concurrent change; try again".to_owned()
+            }
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::AuthServiceUnavailable(_)) => {
                 "the permission check failed: the bk-ci auth service is unavailable, try again later"
                     .to_owned()
@@ -116,39 +131,16 @@ impl AppError {
     }
 }
 
-/// A database error shared by every request of a coalesced write.
-impl From<std::sync::Arc<sqlx::Error>> for AppError {
-    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
-        if is_unavailable(&error) {
-            AppError::Unavailable("database unavailable, try again later".to_owned())
-        } else {
-            AppError::Internal(format!("database error: {error}"))
-        }
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> Self {
+        AppError::Database(Arc::new(error))
     }
 }
 
-/// Connection-level failures mean "the database is down", not "the request was wrong".
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-            // Busy, locked, cannot open (primary result codes under the extended ones).
-            Some(_) => db
-                .code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
-            // Connection exceptions (08xxx), shutdown or start-up in progress, too many
-            // connections, the database gone.
-            None => db.code().is_some_and(|code| {
-                code.starts_with("08")
-                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "3D000")
-            }),
-        },
-        _ => false,
+/// A database error shared by every request of a coalesced write.
+impl From<Arc<sqlx::Error>> for AppError {
+    fn from(error: Arc<sqlx::Error>) -> Self {
+        AppError::Database(error)
     }
 }
 
@@ -163,12 +155,20 @@ impl IntoResponse for AppError {
             },
         )
             .into_response();
-        if status.is_server_error() {
-            let detail = match &self {
-                Self::Database(e) => format!("database error: {e}"),
-                other => other.to_string(),
-            };
-            response.extensions_mut().insert(ErrorDetail(detail));
+        match &self {
+            // An outage is logged by the store when it starts and when it ends, not per request.
+            Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {}
+            Self::Database(e) if !status.is_server_error() => {
+                tracing::warn!(error = %e, "the database refused the request");
+            }
+            _ if status.is_server_error() => {
+                let detail = match &self {
+                    Self::Database(e) => format!("database error: {e}"),
+                    other => other.to_string(),
+                };
+                response.extensions_mut().insert(ErrorDetail(detail));
+            }
+            _ => {}
         }
         response
     }

@@ -24,6 +24,7 @@ use crate::domain::{
     DeliveryTarget, EpochMillis, Lane, now_millis,
 };
 use crate::secrets::Secret;
+use crate::store::fault::warn_unless_unavailable;
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
 
@@ -106,6 +107,7 @@ impl Workers {
             workers.store.clone(),
             recorded,
             workers.disable_after,
+            workers.lease,
         ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
@@ -162,7 +164,10 @@ impl Workers {
             let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    tracing::warn!(%error, "claiming due deliveries failed; retrying in 1 s");
+                    warn_unless_unavailable(
+                        &error,
+                        "claiming due deliveries failed; retrying in 1 s",
+                    );
                     drop(first_slot);
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -265,7 +270,7 @@ impl Workers {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, %host, "deferring a stalled host's deliveries failed")
+                    warn_unless_unavailable(&error, "deferring a stalled host's deliveries failed")
                 }
             }
         }
@@ -539,27 +544,30 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
     }
 }
 
-/// Writes outcomes in batches. A batch that cannot be written is retried for a while; if the
-/// database stays away it is dropped, and the leases expire so the deliveries are sent again.
+/// Writes outcomes in batches. A batch that cannot be written is tried again every half second
+/// while its leases last (through a database outage, a switchover or a restart); if the
+/// database stays away longer it is dropped, and the deliveries are claimed and sent again.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
+    lease: Duration,
 ) {
-    const TRIES: u32 = 20;
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        for tried in 1..=TRIES {
+        let give_up = tokio::time::Instant::now() + lease;
+        loop {
             match store
                 .record_outcomes(&batch, &disable_rule(disable_after))
                 .await
             {
                 Ok(()) => break,
-                Err(error) if tried == TRIES => {
+                Err(error) if tokio::time::Instant::now() >= give_up => {
                     tracing::error!(%error, lost = batch.len(), "giving up recording outcomes; they will be re-sent");
+                    break;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "recording outcomes failed; retrying");
+                    warn_unless_unavailable(&error, "recording outcomes failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
