@@ -121,7 +121,12 @@ pub struct Faults {
     down: AtomicBool,
     /// Microseconds after `origin` when the current outage started.
     down_since: AtomicU64,
+    /// Microseconds after `origin` of the last unavailable failure.
+    last_failure: AtomicU64,
 }
+
+/// How long calls must succeed without an unavailable failure for an outage to be over.
+const QUIET_MICROS: u64 = 2_000_000;
 
 impl Default for Faults {
     fn default() -> Self {
@@ -130,6 +135,7 @@ impl Default for Faults {
             last_connection_fault: AtomicU64::new(0),
             down: AtomicBool::new(false),
             down_since: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
         }
     }
 }
@@ -159,7 +165,8 @@ impl Faults {
         let first = work().await;
         let result = match first {
             Err(error) if Fault::of(&error).retry() => {
-                self.note(&error);
+                // Not an outage yet (the retry may well succeed): only retire the connections.
+                self.retire_connections(&error);
                 work().await
             }
             other => other,
@@ -178,33 +185,43 @@ impl Faults {
         result
     }
 
-    /// Notes the outcome of a database call: logs the start and the end of an outage.
+    /// Notes the outcome of a database call: logs the start and the end of an outage. An outage
+    /// ends with a success after `QUIET` without an unavailable failure, so one that leaves some
+    /// calls working (reads on a read-only server) is not logged as many short ones.
     pub fn observe<T>(&self, result: &Result<T, sqlx::Error>) {
-        match result {
-            Ok(_) => {
-                if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
-                    let lasted = self
-                        .now()
-                        .saturating_sub(self.down_since.load(Ordering::Relaxed));
-                    tracing::info!(
-                        after_ms = lasted / 1000,
-                        "the database is available again; serving normally"
-                    );
-                }
+        let Err(error) = result else {
+            if self.down.load(Ordering::Relaxed)
+                && self
+                    .now()
+                    .saturating_sub(self.last_failure.load(Ordering::Relaxed))
+                    >= QUIET_MICROS
+                && self.down.swap(false, Ordering::AcqRel)
+            {
+                let lasted = self
+                    .now()
+                    .saturating_sub(self.down_since.load(Ordering::Relaxed));
+                tracing::info!(
+                    after_ms = lasted / 1000,
+                    "the database is available again; serving normally"
+                );
             }
-            Err(error) => self.note(error),
+            return;
+        };
+        self.retire_connections(error);
+        if Fault::of(error).is_unavailable() {
+            self.last_failure.store(self.now(), Ordering::Relaxed);
+            if !self.down.swap(true, Ordering::AcqRel) {
+                self.down_since.store(self.now(), Ordering::Relaxed);
+                tracing::warn!(%error, "the database is unavailable; answering 503 and retrying until it is back");
+            }
         }
     }
 
-    fn note(&self, error: &sqlx::Error) {
-        let fault = Fault::of(error);
-        if fault == Fault::Connection {
+    /// After a connection fault, no pooled connection opened before it is handed out again.
+    fn retire_connections(&self, error: &sqlx::Error) {
+        if Fault::of(error) == Fault::Connection {
             self.last_connection_fault
                 .store(self.now() + 1, Ordering::Relaxed);
-        }
-        if fault.is_unavailable() && !self.down.swap(true, Ordering::AcqRel) {
-            self.down_since.store(self.now(), Ordering::Relaxed);
-            tracing::warn!(%error, "the database is unavailable; answering 503 and retrying until it is back");
         }
     }
 }
@@ -297,7 +314,7 @@ mod tests {
         let faults = Faults::default();
         assert!(faults.may_reuse(Duration::from_secs(3600)), "no fault yet");
         std::thread::sleep(Duration::from_millis(5));
-        faults.note(&sqlx::Error::Io(std::io::Error::other("gone")));
+        faults.observe::<()>(&Err(sqlx::Error::Io(std::io::Error::other("gone"))));
         assert!(
             !faults.may_reuse(Duration::from_millis(5)),
             "older than the fault"
@@ -308,8 +325,27 @@ mod tests {
             "opened after it"
         );
         // A conflict or an outage that is not the connection's retires nothing.
-        faults.note(&sqlx::Error::PoolTimedOut);
+        faults.observe::<()>(&Err(sqlx::Error::PoolTimedOut));
         assert!(faults.may_reuse(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn an_outage_ends_only_after_quiet_successes() {
+        let faults = Faults::default();
+        let down = |f: &Faults| f.down.load(Ordering::SeqCst);
+        faults.observe::<()>(&Ok(()));
+        assert!(!down(&faults));
+        faults.observe::<()>(&Err(sqlx::Error::PoolTimedOut));
+        assert!(down(&faults));
+        // A read that works during the outage does not end it.
+        faults.observe::<()>(&Ok(()));
+        assert!(down(&faults));
+        std::thread::sleep(Duration::from_micros(QUIET_MICROS + 100_000));
+        faults.observe::<()>(&Ok(()));
+        assert!(!down(&faults));
+        // A bug is not an outage.
+        faults.observe::<()>(&Err(sqlx::Error::RowNotFound));
+        assert!(!down(&faults));
     }
 
     #[tokio::test]
