@@ -391,12 +391,14 @@ async fn postgres_cluster_restart_mid_delivery_loses_nothing() {
     fixture.server.stop().await;
 }
 
-/// Makes SQLite's files immutable, the one read-only that binds root too; undone when dropped.
+/// Makes the SQLite database and its WAL immutable, the one read-only that binds root too;
+/// undone when dropped. (Not the shared-memory index: SQLite maps it, and a write to a mapped
+/// page the file system refuses is a SIGBUS, not an error.)
 struct Immutable(Vec<PathBuf>);
 
 impl Immutable {
     fn set(database: &Path) -> Self {
-        let files: Vec<PathBuf> = ["", "-wal", "-shm"]
+        let files: Vec<PathBuf> = ["", "-wal"]
             .iter()
             .map(|suffix| PathBuf::from(format!("{}{suffix}", database.display())))
             .filter(|path| path.exists())
