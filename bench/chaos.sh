@@ -110,8 +110,10 @@ make_cluster() {
 }
 
 terminate_sessions() {
-    psql_admin -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                   WHERE datname = '$PROJECT' AND backend_type = 'client backend'" >/dev/null
+    # A session that ends by itself meanwhile is only a warning, not worth printing.
+    psql_admin -c "SET client_min_messages = error" \
+        -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+            WHERE datname = '$PROJECT' AND backend_type = 'client backend'" >/dev/null
 }
 
 # --- faults --------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ pub struct Faults {
     /// Microseconds after `origin` (plus one; 0: never) of the last connection fault: pooled
     /// connections opened before it are dropped at checkout instead of being reused.
     last_connection_fault: AtomicU64,
-    /// Whether the database is unavailable since the last failure (until the next success).
+    /// Whether an outage is going on (from its first failure until it is quiet again).
     down: AtomicBool,
     /// Microseconds after `origin` when the current outage started.
     down_since: AtomicU64,
@@ -186,7 +186,7 @@ impl Faults {
     }
 
     /// Notes the outcome of a database call: logs the start and the end of an outage. An outage
-    /// ends with a success after `QUIET` without an unavailable failure, so one that leaves some
+    /// ends with a success `QUIET_MICROS` after the last unavailable failure, so one that leaves some
     /// calls working (reads on a read-only server) is not logged as many short ones.
     pub fn observe<T>(&self, result: &Result<T, sqlx::Error>) {
         let Err(error) = result else {
