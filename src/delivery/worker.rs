@@ -25,8 +25,8 @@ use crate::domain::{
     Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
     EpochMillis, Lane, now_millis,
 };
-use crate::error::is_unavailable;
 use crate::secrets::Secret;
+use crate::store::fault::{is_unavailable, warn_unless_unavailable};
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
 
@@ -109,6 +109,7 @@ impl Workers {
             workers.store.clone(),
             recorded,
             workers.disable_after,
+            workers.lease,
         ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
@@ -164,7 +165,10 @@ impl Workers {
             let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    tracing::warn!(%error, "claiming due deliveries failed; retrying in 1 s");
+                    warn_unless_unavailable(
+                        &error,
+                        "claiming due deliveries failed; retrying in 1 s",
+                    );
                     drop(first_slot);
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -267,7 +271,7 @@ impl Workers {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, %host, "deferring a stalled host's deliveries failed")
+                    warn_unless_unavailable(&error, "deferring a stalled host's deliveries failed")
                 }
             }
         }
@@ -527,76 +531,91 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
     }
 }
 
-/// Writes outcomes in batches. While the database is unavailable a batch is retried for a
-/// while; if it stays away the batch is dropped and the leases expire, so the deliveries are
-/// sent again. A batch the database refuses for another reason is written outcome by outcome
-/// (`record_alone`), so one bad outcome never costs the others theirs.
+/// Writes outcomes in batches. While the database is unavailable (an outage, a switchover, a
+/// restart) a batch is tried again every half second while its leases last; if the database
+/// stays away longer it is dropped, and the deliveries are claimed and sent again. A batch the
+/// database refuses for another reason is written outcome by outcome (`record_alone`), so one
+/// bad outcome never costs the others theirs.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
+    lease: Duration,
 ) {
+    let recorder = Recorder {
+        store,
+        disable_after,
+        lease,
+    };
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        match record_while_available(store.as_ref(), &batch, disable_after).await {
+        match recorder.record_while_available(&batch).await {
             Ok(()) => {}
             Err(error) if batch.len() > 1 => {
                 tracing::warn!(%error, outcomes = batch.len(), "recording a batch of outcomes failed; recording them one by one");
                 for outcome in &batch {
-                    record_alone(store.as_ref(), outcome, disable_after).await;
+                    recorder.record_alone(outcome).await;
                 }
             }
-            Err(_) => record_alone(store.as_ref(), &batch[0], disable_after).await,
+            Err(_) => recorder.record_alone(&batch[0]).await,
         }
         batch.clear();
     }
 }
 
-/// Records `outcomes`, retrying for a while as long as the database is unavailable. Gives up
-/// quietly (after logging) when it stays unavailable; returns any other error.
-async fn record_while_available(
-    store: &dyn Store,
-    outcomes: &[DeliveryOutcome],
+struct Recorder {
+    store: Arc<dyn Store>,
     disable_after: Duration,
-) -> Result<(), sqlx::Error> {
-    const TRIES: u32 = 20;
-    for tried in 1..=TRIES {
-        match store
-            .record_outcomes(outcomes, &disable_rule(disable_after))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(error) if !is_unavailable(&error) => return Err(error),
-            Err(error) if tried == TRIES => {
-                tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "recording outcomes failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    lease: Duration,
+}
+
+impl Recorder {
+    /// Records `outcomes`, trying again while the database is unavailable and the leases last
+    /// (then gives up after logging); returns any other error.
+    async fn record_while_available(
+        &self,
+        outcomes: &[DeliveryOutcome],
+    ) -> Result<(), sqlx::Error> {
+        let give_up = tokio::time::Instant::now() + self.lease;
+        loop {
+            match self
+                .store
+                .record_outcomes(outcomes, &disable_rule(self.disable_after))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if !is_unavailable(&error) => return Err(error),
+                Err(error) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
+                    return Ok(());
+                }
+                // The store logs the outage once when it starts and once when it ends.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
     }
-    Ok(())
-}
 
-/// Records one outcome that a batch could not. If the database refuses it as it is, the
-/// attempt is recorded without what the receiver sent (its body and the error text), with a
-/// note saying why, so the delivery still gets its state and history; failing that too, it is
-/// logged and left to its lease (never retried in a loop).
-async fn record_alone(store: &dyn Store, outcome: &DeliveryOutcome, disable_after: Duration) {
-    let Err(error) =
-        record_while_available(store, std::slice::from_ref(outcome), disable_after).await
-    else {
-        return;
-    };
-    let stripped = outcome.without_receiver_text(&format!(
-        "the receiver's answer could not be stored: {error}"
-    ));
-    if let Err(error) =
-        record_while_available(store, std::slice::from_ref(&stripped), disable_after).await
-    {
-        metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
-        tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
+    /// Records one outcome that a batch could not. If the database refuses it as it is, the
+    /// attempt is recorded without what the receiver sent (its body and the error text), with
+    /// a note saying why, so the delivery still gets its state and history; failing that too,
+    /// it is logged and counted, and left to its lease (never retried in a loop).
+    async fn record_alone(&self, outcome: &DeliveryOutcome) {
+        let Err(error) = self
+            .record_while_available(std::slice::from_ref(outcome))
+            .await
+        else {
+            return;
+        };
+        let stripped = outcome.without_receiver_text(&format!(
+            "the receiver's answer could not be stored: {error}"
+        ));
+        if let Err(error) = self
+            .record_while_available(std::slice::from_ref(&stripped))
+            .await
+        {
+            metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
+            tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
+        }
     }
 }
 
