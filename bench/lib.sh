@@ -26,6 +26,10 @@
 #   wait_ready NAME URL [any]    until URL answers 2xx (any HTTP answer with "any"); dies if NAME
 #                                exits or 30 s pass, showing its log
 #   expect_ok WHAT CURL-ARGS...  one request as bench-admin that must answer 200 with "status":0
+#   free_callback_port           a free port the service accepts in a callback url
+#   start_receiver NAME [HOLD_MS]  a bench_receiver ($RECEIVER_BIN) on a fresh port; sets
+#                                RECEIVER_URL
+#   receiver_stat URL FIELD      one integer field of a receiver's /stats
 
 export LC_ALL=C
 
@@ -204,4 +208,40 @@ expect_ok() {
     if [[ "$code" != 200 || "$out" != *'"status":0'* ]]; then
         die "$what failed: HTTP $code: ${out%$'\n'*}"
     fi
+}
+
+# --- the bench receiver ------------------------------------------------------------------------
+# The service's default CALLBACK_BLOCKED_PORTS (src/config.rs): a callback url may not use them.
+BLOCKED_PORTS=21,22,23,25,69,135,137,138,139,161,162,389,465,514,587,636,873,1099,2181,2375,2376,3306,3389,4848,5432,5900,5901,6379,7001,7002,9200,9300,10050,10051,10250,10255,11211,27017,36000,50070,50075,56000
+
+# A free port the service will accept in a callback url.
+free_callback_port() {
+    local port
+    for _ in $(seq 20); do
+        port="$(free_port)"
+        if [[ ",$BLOCKED_PORTS," != *",$port,"* ]]; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# start_receiver NAME [HOLD_MS]: a bench_receiver on a fresh port, answering at once or after
+# HOLD_MS; sets RECEIVER_URL (its base url).
+start_receiver() {
+    local name=$1 port
+    port="$(free_callback_port)"
+    [[ -x "$RECEIVER_BIN" ]] || die "$RECEIVER_BIN was not built"
+    start_process "$name" env LISTEN_ADDR="127.0.0.1:$port" HOLD_MS="${2:-0}" "$RECEIVER_BIN"
+    RECEIVER_URL="http://127.0.0.1:$port"
+    wait_ready "$name" "$RECEIVER_URL/stats"
+}
+
+# receiver_stat URL FIELD: one integer field of the receiver's /stats.
+receiver_stat() {
+    local stats
+    stats="$(curl -s --max-time 5 "$1/stats" || true)"
+    [[ "$stats" =~ \"$2\":([0-9]+) ]] || die "the receiver at $1 answered /stats with '$stats'"
+    echo "${BASH_REMATCH[1]}"
 }

@@ -1,10 +1,13 @@
 //! The one error type of the service. Its `IntoResponse` is the only place an error becomes HTTP.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::{CallbackId, InvalidUrl, ProjectId, UserId};
 use crate::http::envelope::ErrorEnvelope;
+use crate::store::fault::Fault;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -57,8 +60,9 @@ pub enum AppError {
         refused: Vec<String>,
         answers: Vec<serde_json::Value>,
     },
+    /// What it means for the answer is the store's fault model (`store::fault`).
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(Arc<sqlx::Error>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -87,9 +91,13 @@ impl AppError {
             Self::Unavailable(_) | Self::AuthServiceUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(e) if is_refused_value(e) => StatusCode::BAD_REQUEST,
-            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(e) => match Fault::of(e) {
+                fault if fault.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+                Fault::BadValue => StatusCode::BAD_REQUEST,
+                Fault::Constraint => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -114,11 +122,14 @@ impl AppError {
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Database(_)) => {
                 "database unavailable, try again later".to_owned()
             }
+            // The database's own words name the problem (they carry no secret).
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT if let Self::Database(e) = self => {
+                format!("the database refused the request: {}", database_message(e))
+            }
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::AuthServiceUnavailable(_)) => {
                 "the permission check failed: the bk-ci auth service is unavailable, try again later"
                     .to_owned()
             }
-            StatusCode::BAD_REQUEST if let Self::Database(error) = self => refused_message(error),
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "internal server error; see the server log for this request id".to_owned()
             }
@@ -127,71 +138,23 @@ impl AppError {
     }
 }
 
-/// A database error of one request of a coalesced write (shared by all of them only when the
-/// database is unavailable; otherwise each row was written alone, see `CallbackWriter`).
-impl From<std::sync::Arc<sqlx::Error>> for AppError {
-    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
-        if is_unavailable(&error) {
-            AppError::Unavailable("database unavailable, try again later".to_owned())
-        } else if is_refused_value(&error) {
-            AppError::BadRequest(refused_message(&error))
-        } else {
-            AppError::Internal(format!("database error: {error}"))
-        }
-    }
-}
-
-/// What the client reads about a refused value: the database's own words, which name the
-/// problem (not a secret).
-fn refused_message(error: &sqlx::Error) -> String {
-    let reason = match error {
+fn database_message(error: &sqlx::Error) -> String {
+    match error {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
-    };
-    format!("the database refused a value of this request: {reason}")
-}
-
-/// A value the database will not store (bad encoding, out of range, too big, a constraint):
-/// the request was wrong, not the service, and retrying it changes nothing.
-pub fn is_refused_value(error: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = error else {
-        return false;
-    };
-    match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-        // TOOBIG, CONSTRAINT, MISMATCH (primary result codes under the extended ones).
-        Some(_) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 18..=20)),
-        // Data exceptions (22xxx) and integrity constraint violations (23xxx).
-        None => db
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
     }
 }
 
-/// Connection-level failures mean "the database is down", not "the request was wrong".
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-            // Busy, locked, cannot open (primary result codes under the extended ones).
-            Some(_) => db
-                .code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
-            // Connection exceptions (08xxx), shutdown or start-up in progress, too many
-            // connections, the database gone.
-            None => db.code().is_some_and(|code| {
-                code.starts_with("08")
-                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "3D000")
-            }),
-        },
-        _ => false,
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> Self {
+        AppError::Database(Arc::new(error))
+    }
+}
+
+/// A database error shared by every request of a coalesced write.
+impl From<Arc<sqlx::Error>> for AppError {
+    fn from(error: Arc<sqlx::Error>) -> Self {
+        AppError::Database(error)
     }
 }
 
@@ -210,12 +173,20 @@ impl IntoResponse for AppError {
             },
         )
             .into_response();
-        if status.is_server_error() {
-            let detail = match &self {
-                Self::Database(e) => format!("database error: {e}"),
-                other => other.to_string(),
-            };
-            response.extensions_mut().insert(ErrorDetail(detail));
+        match &self {
+            // An outage is logged by the store when it starts and when it ends, not per request.
+            Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {}
+            Self::Database(e) if !status.is_server_error() => {
+                tracing::warn!(error = %e, "the database refused the request");
+            }
+            _ if status.is_server_error() => {
+                let detail = match &self {
+                    Self::Database(e) => format!("database error: {e}"),
+                    other => other.to_string(),
+                };
+                response.extensions_mut().insert(ErrorDetail(detail));
+            }
+            _ => {}
         }
         response
     }

@@ -109,6 +109,7 @@ pub async fn serve(
         state.config.retention_sweep,
         stop.clone(),
     ));
+    let upkeep = tokio::spawn(telemetry::upkeep(stop.clone()));
     let stopping = stop.clone();
     let limits = ConnectionLimits {
         header_read_timeout: state.config.header_read_timeout,
@@ -126,6 +127,7 @@ pub async fn serve(
         tracing::error!(error = %e, "the delivery workers failed");
     }
     let _ = sweeping.await;
+    let _ = upkeep.await;
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 //! to stderr, so the CLI's results on stdout stay clean.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -24,17 +26,36 @@ pub fn init(format: LogFormat) {
 }
 
 /// The process-wide Prometheus recorder, installed on first use; `GET /metrics` renders it.
+/// If an embedding program installed a recorder of its own first, that one receives the
+/// metrics and `/metrics` renders none (a warning says so); the service runs on regardless.
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let recorder = PrometheusBuilder::new()
             .set_buckets(&[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ])
             .expect("the bucket list is not empty")
-            .install_recorder()
-            .expect("no other metrics recorder is installed")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will stay empty");
+        }
+        handle
     })
+}
+
+/// Folds the histograms' recorded samples into their buckets every few seconds. The recorder
+/// keeps raw samples until then, and a service nobody scrapes would otherwise pile them up
+/// (about 100 bytes per request); `install_recorder` leaves this to its caller.
+pub async fn upkeep(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics().run_upkeep(),
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Metric names, in one place.

@@ -6,8 +6,9 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::domain::{CallbackEvent, EventId, NewEvent, ProjectId, Published};
-use crate::error::{AppError, Result, is_unavailable};
+use crate::error::{AppError, Result};
 use crate::store::Store;
+use crate::store::fault::is_unavailable;
 use crate::telemetry::names;
 
 /// Most events one batch may carry.

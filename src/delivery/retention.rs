@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::worker::millis;
 use crate::domain::now_millis;
 use crate::store::Store;
+use crate::store::fault::warn_unless_unavailable;
 
 const BATCH: u32 = 500;
 
@@ -31,7 +32,10 @@ pub async fn sweep(
                 Ok(0) => break,
                 Ok(n) => removed += n,
                 Err(error) => {
-                    tracing::warn!(%error, "retention sweep failed; trying again next time");
+                    warn_unless_unavailable(
+                        &error,
+                        "retention sweep failed; trying again next time",
+                    );
                     break;
                 }
             }

@@ -48,17 +48,6 @@ impl FromStr for RetrySchedule {
     }
 }
 
-impl fmt::Display for RetrySchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<String> = self
-            .0
-            .iter()
-            .map(|d| format!("{}ms", d.as_millis()))
-            .collect();
-        f.write_str(&items.join(","))
-    }
-}
-
 /// A duration written like `500ms`, `5s`, `2m` or `12h`, for settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);

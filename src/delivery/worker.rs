@@ -9,9 +9,10 @@
 //! left out of claims, so a dead or slow receiver cannot take the slots of healthy ones.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,8 @@ use crate::domain::{
     Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
     EpochMillis, Lane, now_millis,
 };
-use crate::error::is_unavailable;
 use crate::secrets::Secret;
+use crate::store::fault::{is_unavailable, warn_unless_unavailable};
 use crate::store::{Claim, DisableRule, Store};
 use crate::telemetry::names;
 
@@ -108,6 +109,7 @@ impl Workers {
             workers.store.clone(),
             recorded,
             workers.disable_after,
+            workers.lease,
             workers.wake.clone(),
         ));
         let mut in_flight = JoinSet::new();
@@ -127,8 +129,7 @@ impl Workers {
         }
         // Whatever was claimed but not attempted to the end (cut off, or still queued for its
         // host) goes back for another process at once.
-        let unfinished: Vec<(i64, (String, u32))> =
-            workers.held.lock().expect("not poisoned").drain().collect();
+        let unfinished: Vec<(i64, (String, u32))> = workers.held.lock().drain().collect();
         if !unfinished.is_empty() {
             tracing::info!(
                 released = unfinished.len(),
@@ -165,7 +166,10 @@ impl Workers {
             let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    tracing::warn!(%error, "claiming due deliveries failed; retrying in 1 s");
+                    warn_unless_unavailable(
+                        &error,
+                        "claiming due deliveries failed; retrying in 1 s",
+                    );
                     drop(first_slot);
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -241,7 +245,7 @@ impl Workers {
     /// delivery timeout ahead: left where it is, every claim would walk past it again.
     async fn defer_stalled_hosts(&self) {
         let stalled: Vec<String> = {
-            let mut hosts = self.hosts.lock().expect("not poisoned");
+            let mut hosts = self.hosts.lock();
             let now = std::time::Instant::now();
             hosts
                 .iter_mut()
@@ -268,7 +272,7 @@ impl Workers {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, %host, "deferring a stalled host's deliveries failed")
+                    warn_unless_unavailable(&error, "deferring a stalled host's deliveries failed")
                 }
             }
         }
@@ -276,7 +280,7 @@ impl Workers {
 
     /// Free places in the queues of hosts whose attempts are all taken.
     fn queue_room(&self) -> usize {
-        let hosts = self.hosts.lock().expect("not poisoned");
+        let hosts = self.hosts.lock();
         hosts
             .values()
             .filter(|load| load.in_flight >= self.per_host)
@@ -286,7 +290,7 @@ impl Workers {
 
     /// Hosts whose attempts and queue are both full: claims leave them out.
     fn busy_hosts(&self) -> Vec<String> {
-        let hosts = self.hosts.lock().expect("not poisoned");
+        let hosts = self.hosts.lock();
         hosts
             .iter()
             .filter(|(_, load)| {
@@ -299,7 +303,7 @@ impl Workers {
     /// Starts a claimed delivery if its host has room, else queues it behind the host's attempts
     /// (then it counts as held, to be handed back if the process stops first).
     fn admit(&self, delivery: ClaimedDelivery) -> Admission {
-        let mut hosts = self.hosts.lock().expect("not poisoned");
+        let mut hosts = self.hosts.lock();
         let load = hosts.entry(delivery.host.clone()).or_default();
         let held = (delivery.claim_token.clone(), delivery.attempts);
         load.last_progress
@@ -307,26 +311,20 @@ impl Workers {
         if load.in_flight < self.per_host {
             load.in_flight += 1;
         } else if load.queued.len() < self.queue_cap {
-            self.held
-                .lock()
-                .expect("not poisoned")
-                .insert(delivery.id, held);
+            self.held.lock().insert(delivery.id, held);
             load.queued.push_back(delivery);
             return Admission::Queued;
         } else {
             return Admission::Full(delivery);
         }
-        self.held
-            .lock()
-            .expect("not poisoned")
-            .insert(delivery.id, held);
+        self.held.lock().insert(delivery.id, held);
         Admission::Start(delivery)
     }
 
     /// After an attempt to `host`: its next queued delivery (which takes over the place), or
     /// `None` when nothing waits (the place is given up) or the process is stopping.
     fn next_for_host(&self, host: &str) -> Option<ClaimedDelivery> {
-        let mut hosts = self.hosts.lock().expect("not poisoned");
+        let mut hosts = self.hosts.lock();
         let load = hosts.get_mut(host)?;
         load.last_progress = Some(std::time::Instant::now());
         let was_full = load.queued.len() >= self.queue_cap;
@@ -369,7 +367,7 @@ impl Workers {
             let outcome = self.deliver(delivery).await;
             // Holding the slot until the recorder took the outcome keeps memory bounded.
             let _ = outcomes.send(outcome).await;
-            self.held.lock().expect("not poisoned").remove(&id);
+            self.held.lock().remove(&id);
             match self.next_for_host(&host) {
                 Some(next) => delivery = next,
                 None => break,
@@ -534,29 +532,36 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
     }
 }
 
-/// Writes outcomes in batches. While the database is unavailable a batch is retried for a
-/// while; if it stays away the batch is dropped and the leases expire, so the deliveries are
-/// sent again. A batch the database refuses for another reason is written outcome by outcome
-/// (`record_alone`), so one bad outcome never costs the others theirs. A batch that leaves
-/// deliveries pending (retries, put-backs) wakes the dispatcher: it went to sleep while they were
-/// leased, so its wait does not know their due time yet.
+/// Writes outcomes in batches. While the database is unavailable (an outage, a switchover, a
+/// restart) a batch is tried again every half second while its leases last; if the database
+/// stays away longer it is dropped, and the deliveries are claimed and sent again. A batch the
+/// database refuses for another reason is written outcome by outcome (`record_alone`), so one
+/// bad outcome never costs the others theirs. A batch that leaves deliveries pending (retries,
+/// put-backs) wakes the dispatcher: it went to sleep while they were leased, so its wait does
+/// not know their due time yet.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
+    lease: Duration,
     wake: Arc<Notify>,
 ) {
+    let recorder = Recorder {
+        store,
+        disable_after,
+        lease,
+    };
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
     while outcomes.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
-        match record_while_available(store.as_ref(), &batch, disable_after).await {
+        match recorder.record_while_available(&batch).await {
             Ok(()) => {}
             Err(error) if batch.len() > 1 => {
                 tracing::warn!(%error, outcomes = batch.len(), "recording a batch of outcomes failed; recording them one by one");
                 for outcome in &batch {
-                    record_alone(store.as_ref(), outcome, disable_after).await;
+                    recorder.record_alone(outcome).await;
                 }
             }
-            Err(_) => record_alone(store.as_ref(), &batch[0], disable_after).await,
+            Err(_) => recorder.record_alone(&batch[0]).await,
         }
         if batch
             .iter()
@@ -568,51 +573,59 @@ async fn record(
     }
 }
 
-/// Records `outcomes`, retrying for a while as long as the database is unavailable. Gives up
-/// quietly (after logging) when it stays unavailable; returns any other error.
-async fn record_while_available(
-    store: &dyn Store,
-    outcomes: &[DeliveryOutcome],
+struct Recorder {
+    store: Arc<dyn Store>,
     disable_after: Duration,
-) -> Result<(), sqlx::Error> {
-    const TRIES: u32 = 20;
-    for tried in 1..=TRIES {
-        match store
-            .record_outcomes(outcomes, &disable_rule(disable_after))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(error) if !is_unavailable(&error) => return Err(error),
-            Err(error) if tried == TRIES => {
-                tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "recording outcomes failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    lease: Duration,
+}
+
+impl Recorder {
+    /// Records `outcomes`, trying again while the database is unavailable and the leases last
+    /// (then gives up after logging); returns any other error.
+    async fn record_while_available(
+        &self,
+        outcomes: &[DeliveryOutcome],
+    ) -> Result<(), sqlx::Error> {
+        let give_up = tokio::time::Instant::now() + self.lease;
+        loop {
+            match self
+                .store
+                .record_outcomes(outcomes, &disable_rule(self.disable_after))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if !is_unavailable(&error) => return Err(error),
+                Err(error) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
+                    return Ok(());
+                }
+                // The store logs the outage once when it starts and once when it ends.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
     }
-    Ok(())
-}
 
-/// Records one outcome that a batch could not. If the database refuses it as it is, the
-/// attempt is recorded without what the receiver sent (its body and the error text), with a
-/// note saying why, so the delivery still gets its state and history; failing that too, it is
-/// logged and left to its lease (never retried in a loop).
-async fn record_alone(store: &dyn Store, outcome: &DeliveryOutcome, disable_after: Duration) {
-    let Err(error) =
-        record_while_available(store, std::slice::from_ref(outcome), disable_after).await
-    else {
-        return;
-    };
-    let stripped = outcome.without_receiver_text(&format!(
-        "the receiver's answer could not be stored: {error}"
-    ));
-    if let Err(error) =
-        record_while_available(store, std::slice::from_ref(&stripped), disable_after).await
-    {
-        metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
-        tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
+    /// Records one outcome that a batch could not. If the database refuses it as it is, the
+    /// attempt is recorded without what the receiver sent (its body and the error text), with
+    /// a note saying why, so the delivery still gets its state and history; failing that too,
+    /// it is logged and counted, and left to its lease (never retried in a loop).
+    async fn record_alone(&self, outcome: &DeliveryOutcome) {
+        let Err(error) = self
+            .record_while_available(std::slice::from_ref(outcome))
+            .await
+        else {
+            return;
+        };
+        let stripped = outcome.without_receiver_text(&format!(
+            "the receiver's answer could not be stored: {error}"
+        ));
+        if let Err(error) = self
+            .record_while_available(std::slice::from_ref(&stripped))
+            .await
+        {
+            metrics::counter!(names::OUTCOMES_UNRECORDABLE).increment(1);
+            tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Liveness (`/healthz`, no database) and readiness (`/readyz`, one database round trip).
+//! Liveness (`/healthz`, no database) and readiness (`/readyz`, the database takes writes).
 
 use axum::extract::State;
 use serde::Serialize;
@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::store::fault::warn_unless_unavailable;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,7 +40,7 @@ async fn healthz() -> Envelope<Health> {
     Envelope::ok(UP)
 }
 
-/// Readiness: one database round trip; 503 when it fails.
+/// Readiness: the database answers and takes writes; 503 when it does not.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -48,8 +49,9 @@ async fn healthz() -> Envelope<Health> {
     responses((status = 200, description = "Success envelope", body = Envelope<Health>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Envelope<Health>> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
+    state.store.ready().await.map_err(|e| {
+        // An outage is logged by the store when it starts and ends, not on every probe.
+        warn_unless_unavailable(&e, "readiness check failed");
         AppError::Unavailable("database unavailable".to_owned())
     })?;
     Ok(Envelope::ok(UP))

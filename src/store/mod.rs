@@ -1,5 +1,7 @@
 //! The repository: one trait, implemented for PostgreSQL and for SQLite. All SQL lives below here.
 
+pub mod fault;
+mod guarded;
 mod postgres;
 mod rows;
 mod shared;
@@ -10,6 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use fault::Faults;
+use guarded::Guarded;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::CallbackWriter;
@@ -71,8 +75,9 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations of this backend.
     async fn migrate(&self) -> StoreResult<()>;
 
-    /// One round trip, for readiness.
-    async fn ping(&self) -> StoreResult<()>;
+    /// Readiness: whether the database takes writes now (a read-only PostgreSQL session or
+    /// server, or a SQLite file that cannot be written, is not ready). One round trip.
+    async fn ready(&self) -> StoreResult<()>;
 
     /// In one statement, creates each callback or, when (project, url, event) exists, updates it
     /// in place: same id, new region/token/updater, re-enabled with its failure state cleared.
@@ -193,10 +198,13 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let sealer = Sealer::new(config.secret_encryption_key.as_ref());
     let (url, max) = (&config.database_url, config.database_max_connections);
+    let faults = Arc::new(Faults::default());
     let store: Arc<dyn Store> = if is_postgres_url(url) {
-        Arc::new(PgStore::connect(url, max, sealer.clone()).await?)
+        let backend = PgStore::connect(url, max, sealer.clone(), faults.clone()).await?;
+        Arc::new(Guarded::new(backend, faults))
     } else if url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::connect(url, max, sealer.clone()).await?)
+        let backend = SqliteStore::connect(url, max, sealer.clone(), faults.clone()).await?;
+        Arc::new(Guarded::new(backend, faults))
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got {:?})",

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
+use super::fault::{Faults, warn_unless_unavailable};
 use super::shared::impl_store;
 use crate::secrets::Sealer;
 
@@ -20,6 +21,7 @@ pub struct PgStore {
     /// intake and outcomes included, commits durably through `pool`.
     leases: PgPool,
     sealer: Sealer,
+    faults: Arc<Faults>,
 }
 
 /// The LISTEN/NOTIFY channel on which intake announces new deliveries.
@@ -35,46 +37,75 @@ impl PgStore {
 
     /// Connects without migrating. Sessions left "idle in transaction" (a cancelled request
     /// future, launchbadge/sqlx#4393) are ended by the server after 30 s instead of holding locks.
+    /// `faults` decides which pooled connections may be reused.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         sealer: Sealer,
+        faults: Arc<Faults>,
     ) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", "30s")]);
-        // No ping before each checkout (sqlx's default costs a round trip per query): a dead
-        // connection fails its query instead, is dropped, and the error is a 503.
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
+        let pool_options = |max| {
+            let faults = faults.clone();
+            // No ping before each checkout (sqlx's default costs a round trip per query): a
+            // dead connection fails its query instead, and then every connection opened before
+            // that failure is dropped at its next checkout rather than reused.
+            PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
+                .before_acquire(move |_, meta| {
+                    let reuse = faults.may_reuse(meta.age);
+                    Box::pin(async move { Ok(reuse) })
+                })
+        };
+        let pool = pool_options(max_connections)
             .connect_with(options.clone())
             .await?;
-        let leases = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
+        let leases = pool_options(2)
             .connect_with(options.options([("synchronous_commit", "off")]))
             .await?;
         Ok(Self {
             pool,
             leases,
             sealer,
+            faults,
         })
     }
 
-    /// LISTENs on the wake channel, reconnecting after failures, for as long as the process runs.
+    /// Ready when the session can write: not on a standby, not read-only by default (as after
+    /// a switchover that left it on a read-only server). Fails with SQLSTATE 25006 otherwise.
+    async fn check_ready(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DO $$BEGIN \
+               IF pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean THEN \
+                 RAISE EXCEPTION USING ERRCODE = 'read_only_sql_transaction', \
+                   MESSAGE = 'the database is read-only'; \
+               END IF; \
+             END$$",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// LISTENs on the wake channel, reconnecting after failures, for as long as the process
+    /// runs. An outage is logged once by `faults`; the poll covers the wake-ups missed meanwhile.
     async fn watch(&self, wake: Arc<Notify>) {
         loop {
             let Err(error) = self.listen(&wake).await;
-            tracing::warn!(%error, "LISTEN for new deliveries failed; retrying in 1 s");
+            warn_unless_unavailable(&error, "LISTEN for new deliveries failed; retrying in 1 s");
+            self.faults.observe::<()>(&Err(error));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
     async fn listen(&self, wake: &Notify) -> Result<Infallible, sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(WAKE_CHANNEL).await?;
+        let listening = listener.listen(WAKE_CHANNEL).await;
+        self.faults.observe(&listening);
+        listening?;
         loop {
             listener.recv().await?;
             wake.notify_one();

@@ -4,7 +4,8 @@
 //!
 //! Each backend supplies `self.pool`, `self.leases` (the pool claims commit through),
 //! `self.sealer` (which seals callback tokens on every write
-//! and opens them on every read for delivery), `Self::MIGRATOR`, `self.watch(wake)` and these
+//! and opens them on every read for delivery), `Self::MIGRATOR`, `self.watch(wake)`,
+//! `self.check_ready()` (the readiness check, see `Store::ready`) and these
 //! fragments:
 //! - `Self::JSON_ROWS`: a table function over the JSON array bound as `$1`, one row per element
 //!   in a column `value` (bulk statements bind one JSON array instead of N parameters);
@@ -21,9 +22,8 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn ping(&self) -> $crate::store::StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
+            async fn ready(&self) -> $crate::store::StoreResult<()> {
+                self.check_ready().await
             }
 
             async fn upsert_callbacks(

@@ -1,5 +1,6 @@
 //! SQLite, the embedded default: one file, created on first start.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::fault::Faults;
 use super::shared::impl_store;
 use crate::secrets::Sealer;
 
@@ -19,6 +21,8 @@ pub struct SqliteStore {
     /// The same pool: SQLite has no cheaper commit worth a second one.
     leases: SqlitePool,
     sealer: Sealer,
+    /// The database file, for the readiness check.
+    file: PathBuf,
 }
 
 impl SqliteStore {
@@ -33,11 +37,13 @@ impl SqliteStore {
     const WAKE_SQL: Option<&str> = None;
 
     /// WAL lets readers run beside the single writer; `busy_timeout` makes writers queue
-    /// instead of failing with "database is locked".
+    /// instead of failing with "database is locked". `faults` decides which pooled connections
+    /// may be reused: one opened while the file could not be written stays read-only.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         sealer: Sealer,
+        faults: Arc<Faults>,
     ) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -45,16 +51,43 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let file = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.min(8))
             .acquire_timeout(Duration::from_secs(5))
+            .before_acquire(move |_, meta| {
+                let reuse = faults.may_reuse(meta.age);
+                Box::pin(async move { Ok(reuse) })
+            })
             .connect_with(options)
             .await?;
         Ok(Self {
             leases: pool.clone(),
             pool,
             sealer,
+            file,
         })
+    }
+
+    /// Ready when the database answers and its files can be opened for writing (a file made
+    /// read-only or immutable, or a read-only mount, is not ready even for root).
+    async fn check_ready(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                match std::fs::OpenOptions::new().append(true).open(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
+        .map_err(sqlx::Error::Io)
     }
 
     async fn watch(&self, _wake: Arc<Notify>) {}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::NewCallback;
-use crate::error::is_unavailable;
 use crate::store::Store;
+use crate::store::fault::is_unavailable;
 
 /// Most registrations written in one statement.
 const MAX_BATCH: usize = 256;

@@ -94,6 +94,16 @@ impl TestDb {
         }
     }
 
+    /// A database the test made itself (a private cluster's); left as it is when dropped.
+    pub fn external(backend: Backend, url: String) -> Self {
+        Self {
+            backend,
+            url,
+            _dir: None,
+            pg: None,
+        }
+    }
+
     /// Runs raw SQL against the test database, for set-ups the API cannot make.
     pub async fn execute(&self, sql: &str) {
         match self.backend {

@@ -33,15 +33,15 @@ backend_tests!(
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Makes the database refuse rows of `table` whose `column` contains `marker`, the way it
-/// refuses a value it cannot store: SQLSTATE 22023 on PostgreSQL, a constraint on SQLite.
+/// Makes the database refuse rows of `table` whose `column` contains `marker`, as a constraint
+/// it enforces would (SQLSTATE 23514 on PostgreSQL, SQLITE_CONSTRAINT on SQLite): a 409.
 async fn refuse_rows(db: &TestDb, table: &str, column: &str, marker: &str) {
     match db.backend {
         Backend::Postgres => {
             db.execute(&format!(
                 "CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ \
                  BEGIN IF NEW.{column} LIKE '%{marker}%' THEN \
-                   RAISE EXCEPTION 'the test refuses {marker}' USING ERRCODE = '22023'; \
+                   RAISE EXCEPTION 'the test refuses {marker}' USING ERRCODE = '23514'; \
                  END IF; RETURN NEW; END $$"
             ))
             .await;
@@ -123,7 +123,7 @@ async fn a_refused_registration_fails_alone_in_its_coalesced_batch(backend: Back
         if *project == "victim" {
             assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
         } else {
-            assert_error(answer, 400, 400, &["refused", "the test refuses poison"]);
+            assert_error(answer, 409, 409, &["refused", "the test refuses poison"]);
             refused += 1;
         }
     }
@@ -198,7 +198,7 @@ async fn a_refused_event_fails_alone_in_its_intake_batch(backend: Backend) {
             r#"{"event":"BUILD_END","data":{},"eventId":"poison-2"}"#,
         )
         .await;
-    assert_error(&alone, 400, 400, &["refused", "the test refuses poison"]);
+    assert_error(&alone, 409, 409, &["refused", "the test refuses poison"]);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM events").await, 2);
 }
 

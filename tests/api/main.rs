@@ -7,6 +7,7 @@ mod common;
 mod completeness;
 mod delivery;
 mod edges;
+mod faults;
 mod gateway;
 mod hostile;
 mod isolation;

@@ -1,0 +1,211 @@
+//! The store as the service uses it: each backend call passes through the fault model
+//! (`fault.rs`), which logs outages once and retries idempotent work once on a fresh
+//! connection. This file is the retry policy: `retried` for work whose repetition changes
+//! neither the data nor the answer, `once` for the rest.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::fault::Faults;
+use super::{Claim, DisableRule, QueueStats, SecretTokenCounts, Store, StoreResult};
+use crate::domain::{
+    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis,
+    HistoryEntry, HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId,
+    Published, UserId,
+};
+
+pub struct Guarded<S> {
+    inner: S,
+    faults: Arc<Faults>,
+}
+
+impl<S: Store> Guarded<S> {
+    /// `faults` must be the state `inner`'s pools consult, so a retry gets a fresh connection.
+    pub fn new(inner: S, faults: Arc<Faults>) -> Self {
+        Self { inner, faults }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Guarded<S> {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.faults.once(self.inner.migrate()).await
+    }
+
+    async fn ready(&self) -> StoreResult<()> {
+        self.faults.retried(|| self.inner.ready()).await
+    }
+
+    async fn upsert_callbacks(&self, callbacks: &[NewCallback]) -> StoreResult<()> {
+        self.faults
+            .retried(|| self.inner.upsert_callbacks(callbacks))
+            .await
+    }
+
+    async fn list_callbacks(
+        &self,
+        project: &ProjectId,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<Callback>)> {
+        self.faults
+            .retried(|| self.inner.list_callbacks(project, page))
+            .await
+    }
+
+    /// Not retried: had the first try deleted it, the second would answer "not found".
+    async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool> {
+        self.faults
+            .once(self.inner.delete_callback(project, id))
+            .await
+    }
+
+    async fn member_role(
+        &self,
+        project: &ProjectId,
+        user: &UserId,
+    ) -> StoreResult<Option<MemberRole>> {
+        self.faults
+            .retried(|| self.inner.member_role(project, user))
+            .await
+    }
+
+    async fn set_member(
+        &self,
+        project: &ProjectId,
+        user: &UserId,
+        role: MemberRole,
+    ) -> StoreResult<()> {
+        self.faults
+            .retried(|| self.inner.set_member(project, user, role))
+            .await
+    }
+
+    /// Not retried, for the same reason as `delete_callback`.
+    async fn remove_member(&self, project: &ProjectId, user: &UserId) -> StoreResult<bool> {
+        self.faults
+            .once(self.inner.remove_member(project, user))
+            .await
+    }
+
+    async fn list_members(&self, project: &ProjectId) -> StoreResult<Vec<Member>> {
+        self.faults
+            .retried(|| self.inner.list_members(project))
+            .await
+    }
+
+    /// Every event carries its id (generated before the store when the publisher sent none),
+    /// so a retry after a commit whose answer was lost finds the events and answers as before.
+    async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
+        self.faults.retried(|| self.inner.publish(events)).await
+    }
+
+    /// A claim whose answer was lost only holds its deliveries until the lease expires.
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.faults.retried(|| self.inner.claim_due(claim)).await
+    }
+
+    async fn defer_host(
+        &self,
+        host: &str,
+        now: EpochMillis,
+        until: EpochMillis,
+    ) -> StoreResult<u64> {
+        self.faults
+            .retried(|| self.inner.defer_host(host, now, until))
+            .await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>> {
+        self.faults.retried(|| self.inner.next_due_at()).await
+    }
+
+    /// Not retried here: a repeated batch would write its history rows twice. The recorder
+    /// tries again itself (see `delivery::worker::record`).
+    async fn record_outcomes(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        disable: &DisableRule,
+    ) -> StoreResult<()> {
+        self.faults
+            .once(self.inner.record_outcomes(outcomes, disable))
+            .await
+    }
+
+    async fn set_callback_enabled(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+        user: &UserId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.faults
+            .retried(|| {
+                self.inner
+                    .set_callback_enabled(project, id, user, enabled, reason)
+            })
+            .await
+    }
+
+    async fn find_history(
+        &self,
+        project: &ProjectId,
+        id: i64,
+    ) -> StoreResult<Option<HistoryEntry>> {
+        self.faults
+            .retried(|| self.inner.find_history(project, id))
+            .await
+    }
+
+    async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>> {
+        self.faults
+            .retried(|| self.inner.delivery_target(callback))
+            .await
+    }
+
+    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
+        self.faults
+            .retried(|| self.inner.prune(before, batch))
+            .await
+    }
+
+    async fn list_history(
+        &self,
+        project: &ProjectId,
+        filter: &HistoryFilter,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<HistoryEntry>)> {
+        self.faults
+            .retried(|| self.inner.list_history(project, filter, page))
+            .await
+    }
+
+    async fn secret_key_check(&self, fresh: &str) -> StoreResult<String> {
+        self.faults
+            .retried(|| self.inner.secret_key_check(fresh))
+            .await
+    }
+
+    async fn count_secret_tokens(&self) -> StoreResult<SecretTokenCounts> {
+        self.faults
+            .retried(|| self.inner.count_secret_tokens())
+            .await
+    }
+
+    /// Only tokens still in plaintext are sealed, so a repeat seals what the first try did not.
+    async fn seal_plaintext_secret_tokens(&self) -> StoreResult<u64> {
+        self.faults
+            .retried(|| self.inner.seal_plaintext_secret_tokens())
+            .await
+    }
+
+    async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats> {
+        self.faults.retried(|| self.inner.queue_stats(now)).await
+    }
+
+    async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
+        self.inner.watch_new_deliveries(wake).await
+    }
+}
