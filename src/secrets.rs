@@ -198,6 +198,11 @@ mod tests {
             sealer.open_token(&sealed, "demo", "https://evil.example/"),
             Err(Unsealable::WrongKeyOrAltered)
         );
+        assert_eq!(
+            sealer.open_token(&sealed, "other", "https://x.example/"),
+            Err(Unsealable::WrongKeyOrAltered),
+            "bound to its project"
+        );
         let other = Sealer::new(Some(&key(2)));
         assert_eq!(
             other.open_token(&sealed, "demo", "https://x.example/"),

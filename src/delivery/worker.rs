@@ -110,6 +110,7 @@ impl Workers {
             recorded,
             workers.disable_after,
             workers.lease,
+            workers.wake.clone(),
         ));
         let mut in_flight = JoinSet::new();
         workers.dispatch(&stop, &mut in_flight, &outcomes).await;
@@ -535,12 +536,15 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
 /// restart) a batch is tried again every half second while its leases last; if the database
 /// stays away longer it is dropped, and the deliveries are claimed and sent again. A batch the
 /// database refuses for another reason is written outcome by outcome (`record_alone`), so one
-/// bad outcome never costs the others theirs.
+/// bad outcome never costs the others theirs. A batch that leaves deliveries pending (retries,
+/// put-backs) wakes the dispatcher: it went to sleep while they were leased, so its wait does
+/// not know their due time yet.
 async fn record(
     store: Arc<dyn Store>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
     lease: Duration,
+    wake: Arc<Notify>,
 ) {
     let recorder = Recorder {
         store,
@@ -558,6 +562,12 @@ async fn record(
                 }
             }
             Err(_) => recorder.record_alone(&batch[0]).await,
+        }
+        if batch
+            .iter()
+            .any(|outcome| outcome.status == DeliveryStatus::Pending)
+        {
+            wake.notify_one();
         }
         batch.clear();
     }

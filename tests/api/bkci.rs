@@ -23,6 +23,7 @@ backend_tests!(
     a_dead_service_is_a_503,
     decisions_are_cached_for_the_ttl,
     local_members_cannot_be_managed,
+    concurrent_identical_questions_share_one_lookup,
 );
 
 const AUTH_TOKEN: &str = "bk-auth-token-for-tests";
@@ -206,10 +207,11 @@ async fn anything_but_a_clean_answer_is_a_503(backend: Backend) {
 
 async fn a_dead_service_is_a_503(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let closed = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    // A port bound but never listened on: held by this test (no other process can take it in
+    // between), and every connection to it is refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let server = start(&db, &format!("http://{closed}/"), "30").await;
     assert_error(
         &server.list("demo", "alice", "").await,
@@ -223,23 +225,25 @@ async fn a_dead_service_is_a_503(backend: Backend) {
 async fn decisions_are_cached_for_the_ttl(backend: Backend) {
     let db = TestDb::new(backend).await;
     let auth = FakeAuth::start().await;
-    let server = start(&db, &auth.url(), "1").await;
+    // Three seconds: long enough that "still cached" holds on a loaded machine.
+    let server = start(&db, &auth.url(), "3").await;
     auth.set("alice", MEMBER, Reply::Says(true));
     for _ in 0..3 {
         assert_eq!(server.list("demo", "alice", "").await.0, StatusCode::OK);
     }
     assert_eq!(auth.calls("alice", MEMBER), 1, "answered from the cache");
 
-    // Revoked: still allowed from the cache, then refused once the second is over.
+    // Revoked: still allowed from the cache, then refused once the TTL is over.
     auth.set("alice", MEMBER, Reply::Says(false));
     assert_eq!(server.list("demo", "alice", "").await.0, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_error(&server.list("demo", "alice", "").await, 403, 2101133, &[]);
     assert_eq!(auth.calls("alice", MEMBER), 2);
 
-    // A refusal is kept for a fifth of the TTL only: granted again, allowed well within it.
+    // A refusal is kept for a fifth of the TTL (0.6 s) only: granted again, allowed well within
+    // the TTL.
     auth.set("alice", MEMBER, Reply::Says(true));
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(server.list("demo", "alice", "").await.0, StatusCode::OK);
     assert_eq!(auth.calls("alice", MEMBER), 3);
 }
@@ -261,8 +265,16 @@ async fn local_members_cannot_be_managed(backend: Backend) {
             &["AUTH_MODE=bkci"],
         );
     }
-    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
-        .args([
+    let auth_url = auth.url();
+    let vars = [
+        ("AUTH_MODE", "bkci"),
+        ("BKCI_AUTH_URL", auth_url.as_str()),
+        ("BKCI_AUTH_TOKEN", AUTH_TOKEN),
+    ];
+    let cli = crate::common::cli(
+        &db,
+        &vars,
+        &[
             "members",
             "add",
             "--project",
@@ -271,14 +283,33 @@ async fn local_members_cannot_be_managed(backend: Backend) {
             "x",
             "--role",
             "admin",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env("AUTH_MODE", "bkci")
-        .env("BKCI_AUTH_URL", auth.url())
-        .env("BKCI_AUTH_TOKEN", AUTH_TOKEN)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(!cli.status.success());
     assert!(String::from_utf8_lossy(&cli.stderr).contains("AUTH_MODE=bkci"));
+}
+
+/// Eight requests at once ask the same slow question: one lookup answers them all.
+async fn concurrent_identical_questions_share_one_lookup(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let auth = FakeAuth::start().await;
+    let server = start(&db, &auth.url(), "30").await;
+    auth.set("alice", MEMBER, Reply::Slow(Duration::from_millis(300)));
+    let url = server.url("/apigw-user/v4/projects/demo/callbacks/callback_list");
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = reqwest::Client::new()
+            .get(&url)
+            .header("X-DEVOPS-UID", "alice");
+        requests.spawn(async move { request.send().await.unwrap().status() });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        auth.calls("alice", MEMBER),
+        1,
+        "one lookup for eight requests"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::common::{Backend, TestDb, TestServer, assert_error, backend_tests};
+use crate::common::{self, Backend, TestDb, TestServer, assert_error, backend_tests};
 
 backend_tests!(
     members_commands_manage_the_authority,
@@ -14,13 +14,7 @@ backend_tests!(
 );
 
 pub(crate) async fn cli(db: &TestDb, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("run the devops-callbacks binary")
+    common::cli(db, &[], args).await
 }
 
 fn stdout(output: &Output) -> String {

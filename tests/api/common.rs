@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use devops_callbacks::config::Config;
 use devops_callbacks::{AppState, store};
@@ -304,6 +306,38 @@ impl TestServer {
             .await
     }
 
+    /// The project's history as `user`, always with an explicit window around now (the default
+    /// window is "today" in `TIME_ZONE`, which misses rows written just before midnight).
+    /// A query that names its own window is sent as it is.
+    pub async fn history(&self, project: &str, user: &str, query: &str) -> (StatusCode, Value) {
+        let query = if query.contains("startTime=") || query.contains("endTime=") {
+            query.to_owned()
+        } else {
+            format!("{}&{query}", history_window())
+        };
+        self.v4(
+            Method::GET,
+            project,
+            &format!("/callback_history?{query}"),
+            Some(user),
+        )
+        .await
+    }
+
+    /// Waits until the project's history (read as `user`) holds at least `n` attempts; returns
+    /// them newest first.
+    pub async fn wait_for_history(&self, project: &str, user: &str, n: usize) -> Vec<Value> {
+        let mut records = Vec::new();
+        wait_until(&format!("{n} attempts in history"), WAIT, async || {
+            let (status, body) = self.history(project, user, "pageSize=100").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            records = body["data"]["records"].as_array().unwrap().clone();
+            records.len() >= n
+        })
+        .await;
+        records
+    }
+
     pub async fn list(&self, project: &str, user: &str, query: &str) -> (StatusCode, Value) {
         self.v4(
             Method::GET,
@@ -383,7 +417,7 @@ pub fn assert_error(answer: &(StatusCode, Value), http: u16, code: i64, words: &
 
 /// Settings for delivery tests: loopback receivers allowed, quick retries and polls.
 pub const DELIVERY_VARS: &[(&str, &str)] = &[
-    ("CALLBACK_ALLOWED_CIDRS", "127.0.0.0/8"),
+    ("CALLBACK_ALLOWED_CIDRS", "127.0.0.0/8,::1/128"),
     ("DELIVERY_RETRY_SCHEDULE", "300ms,300ms"),
     ("DELIVERY_POLL_MS", "100"),
     ("DELIVERY_TIMEOUT_MS", "2000"),
@@ -397,4 +431,107 @@ pub fn public_url(path: &str) -> String {
 
 pub fn enc(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// How long a test waits for something that should happen "soon" before it fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut condition: F) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `startTime=…&endTime=…` from two days ago to two days ahead, in the default `TIME_ZONE`.
+pub fn history_window() -> String {
+    window_in(chrono_tz::Asia::Shanghai, chrono::Duration::days(2))
+}
+
+/// `startTime=…&endTime=…` for now ± `around`, written in `zone`.
+pub fn window_in(zone: chrono_tz::Tz, around: chrono::Duration) -> String {
+    let now = chrono::Utc::now().with_timezone(&zone);
+    let format =
+        |at: chrono::DateTime<chrono_tz::Tz>| enc(&at.format("%Y-%m-%d %H:%M:%S").to_string());
+    format!(
+        "startTime={}&endTime={}",
+        format(now - around),
+        format(now + around)
+    )
+}
+
+/// A command for a child process: a cleared environment (only `PATH`, so a developer's
+/// variables do not leak in) and an empty working directory (so no `.env` is read).
+pub fn child_command(program: &str) -> tokio::process::Command {
+    static EMPTY: OnceLock<TempDir> = OnceLock::new();
+    let empty = EMPTY.get_or_init(|| tempfile::tempdir().expect("an empty directory"));
+    let mut command = tokio::process::Command::new(program);
+    command.env_clear().current_dir(empty.path());
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
+}
+
+/// The service binary as a child command (see `child_command`).
+pub fn binary_command() -> tokio::process::Command {
+    child_command(env!("CARGO_BIN_EXE_devops-callbacks"))
+}
+
+/// The `host:port` a server child logged it listens on ("listening addr=…"), once it has.
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    strip_ansi(log)
+        .lines()
+        .filter(|line| line.contains("listening"))
+        .find_map(|line| {
+            // Text (`addr=…`) or JSON (`"addr":"…"`) logs.
+            let (_, tail) = line
+                .split_once("addr=")
+                .or_else(|| line.split_once(r#""addr":""#))?;
+            tail.split(|c: char| c == '"' || c.is_whitespace())
+                .find(|part| !part.is_empty())?
+                .parse()
+                .ok()
+        })
+}
+
+/// The text without ANSI colour sequences (`ESC [ … m`), as the text log may carry them.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs the binary with `args` against `db`, with `vars` over a cleared environment; fails the
+/// test if it does not end within 30 s.
+pub async fn cli(db: &TestDb, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = binary_command();
+    command
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the command ends by itself")
+        .expect("run the devops-callbacks binary")
 }

@@ -6,8 +6,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::common::{
-    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, enc,
+    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, WAIT, assert_error, backend_tests,
+    enc, wait_until,
 };
+use crate::processes::ServerProcess;
 use crate::receiver::Receiver;
 
 backend_tests!(
@@ -114,6 +116,12 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
         (record["projectId"].clone(), record["events"].clone()),
         (json!("DEVOPS_ALL_PROJECT"), json!("PROJECT_UPDATE"))
     );
+    // The creator is the one X-DEVOPS-UID named.
+    assert_eq!(
+        (record["creator"].clone(), record["updater"].clone()),
+        (json!("ops"), json!("ops")),
+        "{record}"
+    );
 
     // Project events of two projects reach it; other events and other project events do not.
     for project in ["alpha", "beta"] {
@@ -159,15 +167,18 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
     );
 }
 
-/// The value of one sample in Prometheus text (0 when absent).
+/// The value of one sample in Prometheus text; a missing series fails the test.
+#[track_caller]
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
-async fn scrape(server: &TestServer) -> String {
-    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+async fn scrape(server: &ServerProcess) -> String {
+    let response = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -178,55 +189,77 @@ async fn scrape(server: &TestServer) -> String {
     response.text().await.unwrap()
 }
 
+/// A server process of its own, so its recorder counts only what this test did: exact values.
 async fn metrics_move_after_a_delivery(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_with(&db, DELIVERY_VARS).await;
-    server.set_member("demo", "alice", "admin").await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&db, logs.path(), "metrics", DELIVERY_VARS).await;
     let receiver = Receiver::start().await;
     server
-        .register("demo", "alice", "BUILD_END", &receiver.url("/m"), None)
+        .post("/op/projects/demo/members/alice?role=admin", None)
         .await;
-    let success = r#"devops_callbacks_deliveries_total{outcome="success"}"#;
+    let query = format!(
+        "event=BUILD_END&region=IDC&url={}",
+        enc(&receiver.url("/m"))
+    );
+    server
+        .post(
+            &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
+            Some(String::new()),
+        )
+        .await;
     let before = scrape(&server).await;
+    let create = r#"devops_callbacks_http_requests_total{method="POST",route="/{apigw_type}/v4/projects/{project_id}/callbacks",status="200"}"#;
+    assert_eq!(sample(&before, create), 1.0, "{before}");
+    assert!(
+        !before.contains("devops_callbacks_deliveries_total"),
+        "nothing delivered yet: {before}"
+    );
 
     server
-        .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+        .post(
+            "/service/callbacks/projects/demo/events",
+            Some(r#"{"event":"BUILD_END","data":{}}"#.to_owned()),
+        )
         .await;
-    receiver.wait_for(1, Duration::from_secs(15)).await;
-    let mut after = scrape(&server).await;
-    for _ in 0..50 {
-        if sample(&after, success) > sample(&before, success) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    receiver.wait_for(1, WAIT).await;
+    let success = r#"devops_callbacks_deliveries_total{outcome="success"}"#;
+    let mut after = String::new();
+    wait_until("the success counted", WAIT, async || {
         after = scrape(&server).await;
-    }
-    assert!(
-        sample(&after, success) > sample(&before, success),
-        "{after}"
+        after.contains(success)
+    })
+    .await;
+    assert_eq!(sample(&after, success), 1.0, "{after}");
+    assert_eq!(
+        sample(&after, "devops_callbacks_events_accepted_total"),
+        1.0
     );
-    assert!(
-        after.contains("devops_callbacks_delivery_attempt_duration_seconds_bucket"),
-        "{after}"
+    assert_eq!(
+        sample(
+            &after,
+            "devops_callbacks_delivery_attempt_duration_seconds_count"
+        ),
+        1.0
     );
-    assert!(
-        after.contains(r#"devops_callbacks_delivery_queue{state="due"}"#),
-        "{after}"
+    assert_eq!(
+        sample(&after, r#"devops_callbacks_delivery_queue{state="due"}"#),
+        0.0
     );
-    assert!(
-        after.contains(r#"route="/{apigw_type}/v4/projects/{project_id}/callbacks""#),
-        "{after}"
-    );
-    assert!(sample(&after, "devops_callbacks_events_accepted_total") >= 1.0);
+    assert_eq!(sample(&after, "devops_callbacks_callbacks_disabled"), 0.0);
 
-    let (_, list) = server.list("demo", "alice", "").await;
+    let (_, list) = server
+        .send(
+            Method::GET,
+            "/apigw-user/v4/projects/demo/callbacks/callback_list",
+            None,
+        )
+        .await;
     let id = list["data"]["records"][0]["id"].as_i64().unwrap();
     server
-        .v4(
-            Method::PUT,
-            "demo",
-            &format!("/callback_disable?id={id}"),
-            Some("alice"),
+        .post(
+            &format!("/apigw-user/v4/projects/demo/callbacks/callback_disable?id={id}"),
+            None,
         )
         .await;
     assert_eq!(

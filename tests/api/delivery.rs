@@ -6,7 +6,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, DELIVERY_VARS, TestDb, TestServer, assert_error, backend_tests, enc};
+use crate::common::{
+    Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, assert_error, backend_tests, cli, enc,
+    wait_until, window_in,
+};
 use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
@@ -20,10 +23,9 @@ backend_tests!(
     batch_intake_answers_in_order_and_rejects_bad_items,
     intake_rejects_bad_events,
     history_filters_pages_and_guards,
+    history_windows_are_read_in_the_time_zone,
     the_cli_publishes_events,
 );
-
-const WAIT: Duration = Duration::from_secs(15);
 
 async fn setup(backend: Backend) -> (TestDb, TestServer, Receiver) {
     let db = TestDb::new(backend).await;
@@ -33,35 +35,19 @@ async fn setup(backend: Backend) -> (TestDb, TestServer, Receiver) {
 }
 
 pub(crate) async fn history(server: &TestServer, project: &str, query: &str) -> Value {
-    let (status, body) = server
-        .v4(
-            Method::GET,
-            project,
-            &format!("/callback_history?{query}"),
-            Some("alice"),
-        )
-        .await;
+    let (status, body) = server.history(project, "alice", query).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"].clone()
 }
 
 /// Waits until history shows `n` attempts of the project.
 pub(crate) async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let page = history(server, project, "pageSize=100").await;
-        if page["count"].as_u64().unwrap() >= n {
-            return page["records"].as_array().unwrap().clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "history has {} of {n} attempts",
-            page["count"]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_for_history(project, "alice", usize::try_from(n).unwrap())
+        .await
 }
 
+#[track_caller]
 pub(crate) fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
     record["requestHeaders"]
         .as_array()
@@ -69,7 +55,7 @@ pub(crate) fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
         .iter()
         .find(|h| h["name"] == name)
         .and_then(|h| h["value"].as_str())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("history row without {name}: {record}"))
 }
 
 async fn a_delivery_carries_the_exact_body_and_headers(backend: Backend) {
@@ -701,6 +687,37 @@ async fn history_filters_pages_and_guards(backend: Backend) {
     );
 }
 
+/// `startTime`/`endTime` are read in `TIME_ZONE`: a ten-minute window around now written in
+/// the configured zone (UTC+14) finds the attempt, the same wall-clock window in UTC does not.
+async fn history_windows_are_read_in_the_time_zone(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let vars: Vec<(&str, &str)> = DELIVERY_VARS
+        .iter()
+        .copied()
+        .chain([("TIME_ZONE", "Pacific/Kiritimati")])
+        .collect();
+    let server = TestServer::start_with(&db, &vars).await;
+    server.set_member("demo", "alice", "admin").await;
+    let receiver = Receiver::start().await;
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/tz"), None)
+        .await;
+    server
+        .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+        .await;
+    let ten_minutes = chrono::Duration::minutes(10);
+    let local = window_in(chrono_tz::Pacific::Kiritimati, ten_minutes);
+    let mut page = Value::Null;
+    wait_until("the attempt in the local window", WAIT, async || {
+        page = history(&server, "demo", &local).await;
+        page["count"] == 1
+    })
+    .await;
+    assert_eq!(page["records"][0]["callBackUrl"], receiver.url("/tz"));
+    let utc = window_in(chrono_tz::UTC, ten_minutes);
+    assert_eq!(history(&server, "demo", &utc).await["count"], 0, "{utc}");
+}
+
 async fn the_cli_publishes_events(backend: Backend) {
     let (db, server, receiver) = setup(backend).await;
     server
@@ -712,25 +729,23 @@ async fn the_cli_publishes_events(backend: Backend) {
             None,
         )
         .await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
-        .args([
+    let output = cli(
+        &db,
+        &[],
+        &[
             "events",
             "publish",
             "--project",
             "demo",
             "--event",
             "PROJECT_UPDATE",
-        ])
-        .args([
             "--data",
             r#"{"projectId":"demo","enable":true}"#,
             "--event-id",
             "cli-1",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(output.status.success(), "{output:?}");
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(answer, json!({"eventId": "cli-1", "deliveries": 1}));
@@ -740,8 +755,10 @@ async fn the_cli_publishes_events(backend: Backend) {
         br#"{"event":"PROJECT_UPDATE","data":{"projectId":"demo","enable":true}}"#
     );
 
-    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"))
-        .args([
+    let bad = cli(
+        &db,
+        &[],
+        &[
             "events",
             "publish",
             "--project",
@@ -750,11 +767,9 @@ async fn the_cli_publishes_events(backend: Backend) {
             "PROJECT_UPDATE",
             "--data",
             "{not json",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--data"));
 }

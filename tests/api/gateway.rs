@@ -14,6 +14,7 @@ backend_tests!(
     the_default_gateway_type_takes_the_user_claim_or_the_header,
     unverifiable_tokens_are_refused,
     without_a_key_the_header_is_trusted,
+    bk_claim_names_and_clock_leeway_are_accepted,
 );
 
 const CREATE: &str = "?event=BUILD_END&region=IDC&url=http%3A%2F%2F93.184.215.14%2F";
@@ -312,4 +313,71 @@ async fn without_a_key_the_header_is_trusted(backend: Backend) {
     )
     .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+}
+
+/// `bk_app_code` and `bk_username` name the app and user as `app_code` and `username` do; `exp`
+/// and `nbf` get 30 s of leeway, and no more.
+async fn bk_claim_names_and_clock_leeway_are_accepted(backend: Backend) {
+    let gateway = start(backend).await;
+    let server = &gateway.server;
+    let list = "/callback_list";
+    let mut app = claims(None, None);
+    app["app"] = json!({"bk_app_code": "ci-robot", "verified": true});
+    let answer = call(
+        server,
+        Method::POST,
+        "apigw-app",
+        CREATE,
+        Some("alice"),
+        Some(&sign(&app)),
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let mut user = claims(None, None);
+    user["user"] = json!({"bk_username": "bob", "verified": true});
+    let (status, body) = call(
+        server,
+        Method::GET,
+        "apigw-user",
+        list,
+        Some("mallory"),
+        Some(&sign(&user)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["records"][0]["creator"], "alice", "{body}");
+
+    let shifted = |field: &str, by: i64| {
+        let mut claims = claims(None, Some("bob"));
+        claims[field] = json!(now() + by);
+        sign(&claims)
+    };
+    for (field, by) in [("exp", -10), ("nbf", 10)] {
+        let answer = call(
+            server,
+            Method::GET,
+            "apigw-user",
+            list,
+            None,
+            Some(&shifted(field, by)),
+        )
+        .await;
+        assert_eq!(answer.0, StatusCode::OK, "{field} {by:+} s: {}", answer.1);
+    }
+    for (field, by) in [("exp", -60), ("nbf", 60)] {
+        assert_error(
+            &call(
+                server,
+                Method::GET,
+                "apigw-user",
+                list,
+                None,
+                Some(&shifted(field, by)),
+            )
+            .await,
+            401,
+            2112005,
+            &[],
+        );
+    }
 }

@@ -21,11 +21,22 @@ pub struct Received {
 }
 
 impl Received {
+    /// A header's value; a missing or empty header fails the test (so two missing values
+    /// never compare equal).
+    #[track_caller]
     pub fn header(&self, name: &str) -> &str {
-        self.headers
+        let value = self
+            .headers
             .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("{} arrived without {name}", self.path))
+            .to_str()
+            .unwrap();
+        assert!(
+            !value.is_empty(),
+            "{} arrived with an empty {name}",
+            self.path
+        );
+        value
     }
 }
 
@@ -41,6 +52,8 @@ pub enum Answer {
     RetryAfter(u16, String),
     /// A status with these exact body bytes (NUL, invalid UTF-8, …).
     Body(u16, Vec<u8>),
+    /// Waits this long, then answers this status.
+    Late(Duration, u16),
 }
 
 #[derive(Default)]
@@ -156,6 +169,10 @@ async fn receive(
             "later",
         )
             .into_response(),
+        Answer::Late(delay, code) => {
+            tokio::time::sleep(delay).await;
+            (StatusCode::from_u16(code).unwrap(), "late").into_response()
+        }
         Answer::Body(code, bytes) => (StatusCode::from_u16(code).unwrap(), bytes).into_response(),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;

@@ -9,7 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::common::{
-    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, enc,
+    self, Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, WAIT, assert_error,
+    backend_tests, enc, history_window, wait_until,
 };
 use crate::processes::ServerProcess;
 use crate::receiver::{Answer, Receiver};
@@ -26,7 +27,6 @@ const KEY: &str = "qU2rJr4b3tQ0c8cq9m3S8m9m1vB2Yx7kq0k1yX3N8T4=";
 const OTHER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const PLAIN: &str = "plain-token-7f3a9c";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const WAIT: Duration = Duration::from_secs(15);
 
 fn with_key(key: &'static str) -> Vec<(&'static str, &'static str)> {
     let mut vars = DELIVERY_VARS.to_vec();
@@ -229,47 +229,16 @@ async fn batch_and_global_tokens_are_sealed_too(backend: Backend) {
 }
 
 async fn wait_for_history(server: &TestServer, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = server
-            .v4(
-                Method::GET,
-                "demo",
-                "/callback_history?pageSize=100",
-                Some("alice"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let records = body["data"]["records"].as_array().unwrap().clone();
-        if records.len() >= n {
-            return records;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "history has {} of {n} attempts",
-            records.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_for_history("demo", "alice", n).await
 }
 
 /// Runs the binary against the test database with `SECRET_ENCRYPTION_KEY` set to `key` (or unset).
 async fn cli(db: &TestDb, key: Option<&str>, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_devops-callbacks"));
-    command
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env_remove("SECRET_ENCRYPTION_KEY")
-        .env_remove("RUST_LOG")
-        .kill_on_drop(true);
-    if let Some(key) = key {
-        command.env("SECRET_ENCRYPTION_KEY", key);
-    }
-    tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .expect("the command ends by itself")
-        .expect("run the devops-callbacks binary")
+    let vars: Vec<(&str, &str)> = key
+        .map(|key| ("SECRET_ENCRYPTION_KEY", key))
+        .into_iter()
+        .collect();
+    common::cli(db, &vars, args).await
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -340,7 +309,34 @@ async fn a_wrong_or_missing_key_stops_the_start(backend: Backend) {
     let first = cli(&db, Some(KEY), &["migrate"]).await;
     assert!(first.status.success(), "{first:?}");
 
-    for command in [&["serve"][..], &["migrate"][..]] {
+    // Every command that opens the database checks the key.
+    let commands: [&[&str]; 6] = [
+        &["serve"],
+        &["migrate"],
+        &[
+            "members",
+            "add",
+            "--project",
+            "demo",
+            "--user",
+            "x",
+            "--role",
+            "admin",
+        ],
+        &["members", "remove", "--project", "demo", "--user", "x"],
+        &["members", "list", "--project", "demo"],
+        &[
+            "events",
+            "publish",
+            "--project",
+            "demo",
+            "--event",
+            "BUILD_END",
+            "--data",
+            "{}",
+        ],
+    ];
+    for command in commands {
         let wrong = cli(&db, Some(OTHER_KEY), command).await;
         assert!(
             !wrong.status.success(),
@@ -427,20 +423,19 @@ async fn no_secret_reaches_the_log_of_a_full_run(backend: Backend) {
         .await;
     receiver.wait_for(3, WAIT).await;
     let base = "/apigw-user/v4/projects/demo/callbacks";
-    let history = loop {
+    let mut history = Vec::new();
+    wait_until("three attempts in history", WAIT, async || {
         let (_, body) = server
             .send(
                 Method::GET,
-                &format!("{base}/callback_history?pageSize=100"),
+                &format!("{base}/callback_history?pageSize=100&{}", history_window()),
                 None,
             )
             .await;
-        let records = body["data"]["records"].as_array().unwrap().clone();
-        if records.len() >= 3 {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        history = body["data"]["records"].as_array().unwrap().clone();
+        history.len() >= 3
+    })
+    .await;
     let (_, list) = server
         .send(Method::GET, &format!("{base}/callback_list"), None)
         .await;
