@@ -86,8 +86,8 @@ pub struct Config {
     /// Seals callback tokens at rest; unset: they are stored as sent.
     pub secret_encryption_key: Option<SecretKey>,
     pub request_timeout: Duration,
-    /// How long a client may take to send a request's headers, and how long a keep-alive
-    /// connection may sit idle between requests.
+    /// A connection that completes no request's headers for this long (silent, idle between
+    /// requests, or dripping its headers) is closed.
     pub header_read_timeout: Duration,
     /// Most client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,

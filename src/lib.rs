@@ -112,7 +112,7 @@ pub async fn serve(
     let upkeep = tokio::spawn(telemetry::upkeep(stop.clone()));
     let stopping = stop.clone();
     let limits = ConnectionLimits {
-        header_read_timeout: state.config.header_read_timeout,
+        idle_timeout: state.config.header_read_timeout,
         max_connections: state.config.max_connections,
     };
     http::server::run(listener, app(state), limits, async move {
