@@ -13,7 +13,7 @@ backend_tests!(
     revocation_takes_effect_within_the_cache_ttl
 );
 
-pub(crate) async fn cli(db: &TestDb, args: &[&str]) -> Output {
+async fn cli(db: &TestDb, args: &[&str]) -> Output {
     common::cli(db, &[], args).await
 }
 

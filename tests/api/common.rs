@@ -535,3 +535,15 @@ pub async fn cli(db: &TestDb, vars: &[(&str, &str)], args: &[&str]) -> std::proc
         .expect("the command ends by itself")
         .expect("run the devops-callbacks binary")
 }
+
+/// The value of request header `name` in a history record; fails the test when it is absent.
+#[track_caller]
+pub fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
+    record["requestHeaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .and_then(|h| h["value"].as_str())
+        .unwrap_or_else(|| panic!("history row without {name}: {record}"))
+}

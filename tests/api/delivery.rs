@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::{
     Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, assert_error, backend_tests, cli, enc,
-    wait_until, window_in,
+    header_value, wait_until, window_in,
 };
 use crate::receiver::{Answer, Receiver};
 
@@ -34,28 +34,17 @@ async fn setup(backend: Backend) -> (TestDb, TestServer, Receiver) {
     (db, server, Receiver::start().await)
 }
 
-pub(crate) async fn history(server: &TestServer, project: &str, query: &str) -> Value {
+async fn history(server: &TestServer, project: &str, query: &str) -> Value {
     let (status, body) = server.history(project, "alice", query).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"].clone()
 }
 
 /// Waits until history shows `n` attempts of the project.
-pub(crate) async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
+async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Value> {
     server
         .wait_for_history(project, "alice", usize::try_from(n).unwrap())
         .await
-}
-
-#[track_caller]
-pub(crate) fn header_value<'a>(record: &'a Value, name: &str) -> &'a str {
-    record["requestHeaders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .and_then(|h| h["value"].as_str())
-        .unwrap_or_else(|| panic!("history row without {name}: {record}"))
 }
 
 async fn a_delivery_carries_the_exact_body_and_headers(backend: Backend) {

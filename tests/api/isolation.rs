@@ -11,12 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::cli::cli;
 use crate::common::{
-    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, enc,
-    envelope_of, public_url,
+    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, assert_error, backend_tests, cli,
+    enc, envelope_of, header_value, public_url,
 };
-use crate::delivery::{header_value, history, wait_for_history};
 use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
@@ -259,13 +257,13 @@ async fn assert_all_succeeded(
     server: &TestServer,
     receiver: &Receiver,
     (distinct, duplicates): (usize, usize),
-    victims: u64,
+    victims: usize,
 ) {
     receiver.wait_for(distinct + duplicates, WAIT).await;
     assert_eq!(unfinished_or_failed(db).await, 0);
     assert_eq!(receiver.distinct_and_duplicates(), (distinct, duplicates));
-    let records = wait_for_history(server, "victim", victims).await;
-    assert_eq!(records.len() as u64, victims);
+    let records = server.wait_for_history("victim", "alice", victims).await;
+    assert_eq!(records.len(), victims);
     assert!(
         records
             .iter()
@@ -297,7 +295,7 @@ async fn a_hostile_answer_is_stored_sanitised_and_costs_no_one_else(backend: Bac
     fan_out(&server, &receiver, 30, &["/nul", "/latin1", "/nul-500"]).await;
     // Only the 500 is sent twice (it retries, then succeeds).
     assert_all_succeeded(&db, &server, &receiver, (33, 1), 30).await;
-    let hostile = wait_for_history(&server, "hostile", 4).await;
+    let hostile = server.wait_for_history("hostile", "alice", 4).await;
     let bodies = response_bodies(&hostile);
     assert_eq!(bodies.len(), 4, "{hostile:?}");
     assert_eq!(
@@ -320,7 +318,7 @@ async fn a_refused_outcome_is_recorded_without_the_receivers_answer(backend: Bac
     );
     fan_out(&server, &receiver, 20, &["/poison"]).await;
     assert_all_succeeded(&db, &server, &receiver, (21, 0), 20).await;
-    let hostile = wait_for_history(&server, "hostile", 1).await;
+    let hostile = server.wait_for_history("hostile", "alice", 1).await;
     assert_eq!(hostile.len(), 1);
     assert_eq!(hostile[0]["status"], "SUCCESS");
     assert_eq!(hostile[0]["responseCode"], 200);
@@ -485,6 +483,7 @@ async fn the_global_scope_is_not_a_project_id(backend: Backend) {
     );
     let added = cli(
         &db,
+        &[],
         &[
             "members",
             "add",
@@ -591,14 +590,15 @@ async fn history_masks_the_signature(backend: Backend) {
         signature.starts_with("v1,"),
         "the receiver gets the signature: {signature:?}"
     );
-    let records = wait_for_history(&server, "victim", 1).await;
+    let records = server.wait_for_history("victim", "alice", 1).await;
     assert_eq!(header_value(&records[0], "webhook-signature"), "******");
     assert_eq!(
         header_value(&records[0], "X-DEVOPS-WEBHOOK-TOKEN"),
         "******"
     );
     assert!(!header_value(&records[0], "webhook-id").is_empty());
-    let everything = history(&server, "victim", "").await.to_string();
+    let (_, everything) = server.history("victim", "alice", "").await;
+    let everything = everything.to_string();
     assert!(!everything.contains(signature) && !everything.contains("weak"));
 }
 
