@@ -69,8 +69,11 @@ impl SqliteStore {
         })
     }
 
-    /// Ready when the database answers and its files can be opened for writing (a file made
-    /// read-only or immutable, or a read-only mount, is not ready even for root).
+    /// Ready when the database answers and its files may be written (a file made read-only or
+    /// immutable, or a read-only mount, is not ready even for root). The files are asked with
+    /// access(2), never opened: closing any descriptor of a database file drops every POSIX
+    /// lock this process holds on it, SQLite's included, and lets other processes write over
+    /// our transactions.
     async fn check_ready(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         let file = self.file.clone();
@@ -78,9 +81,9 @@ impl SqliteStore {
             for suffix in ["", "-wal", "-shm"] {
                 let mut path = file.clone().into_os_string();
                 path.push(suffix);
-                match std::fs::OpenOptions::new().append(true).open(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
+                match rustix::fs::access(&path, rustix::fs::Access::WRITE_OK) {
+                    Err(rustix::io::Errno::NOENT) | Ok(()) => {}
+                    Err(errno) => return Err(std::io::Error::from(errno)),
                 }
             }
             Ok(())
