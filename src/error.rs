@@ -138,7 +138,8 @@ impl AppError {
     }
 }
 
-fn database_message(error: &sqlx::Error) -> String {
+/// The database's own words for a failure (they name the problem, not a secret).
+pub fn database_message(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::domain::{CallbackEvent, EventId, NewEvent, ProjectId, Published};
-use crate::error::{AppError, Result};
+use crate::error::{AppError, Result, database_message};
 use crate::store::Store;
 use crate::store::fault::is_unavailable;
 use crate::telemetry::names;
@@ -97,10 +97,7 @@ async fn publish_isolated(store: &dyn Store, events: &[NewEvent]) -> Result<Vec<
             }
             Err(error) if is_unavailable(&error) => return Err(error.into()),
             Err(error) => {
-                let reason = match &error {
-                    sqlx::Error::Database(db) => db.message().to_owned(),
-                    other => other.to_string(),
-                };
+                let reason = database_message(&error);
                 refused.push(format!("event [{index}]: {reason}"));
                 answers.push(serde_json::json!({
                     "eventId": event.event_id,

@@ -52,22 +52,11 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(NewCa
         // every request is answered with the outcome of its key's row.
         let mut last_of_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (index, (callback, _)) in batch.iter().enumerate() {
-            let key = (
-                callback.project_id.as_str(),
-                callback.url.as_str(),
-                callback.event.as_str(),
-            );
-            last_of_key.insert(key, index);
+            last_of_key.insert(key(callback), index);
         }
         let row_of: Vec<usize> = batch
             .iter()
-            .map(|(callback, _)| {
-                last_of_key[&(
-                    callback.project_id.as_str(),
-                    callback.url.as_str(),
-                    callback.event.as_str(),
-                )]
-            })
+            .map(|(callback, _)| last_of_key[&key(callback)])
             .collect();
         let mut rows: Vec<usize> = last_of_key.into_values().collect();
         rows.sort_unstable();
@@ -76,6 +65,15 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(NewCa
             let _ = reply.send(outcomes[&row].clone());
         }
     }
+}
+
+/// What makes a registration one row: (project, url, event).
+fn key(callback: &NewCallback) -> (&str, &str, &str) {
+    (
+        callback.project_id.as_str(),
+        callback.url.as_str(),
+        callback.event.as_str(),
+    )
 }
 
 /// Writes the rows at `rows` of the batch in one statement. When the database refuses the

@@ -358,21 +358,8 @@ async fn control_characters_are_refused_where_text_is_stored(backend: Backend) {
             2101132,
             &["control character"],
         );
-        let global = format!(
-            "/op/callbacks/global?event=PROJECT_CREATE&region=IDC&url={}",
-            enc(bad)
-        );
         assert_error(
-            &server
-                .call(
-                    Method::POST,
-                    &global,
-                    &[
-                        ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
-                        ("X-DEVOPS-UID", "ops"),
-                    ],
-                )
-                .await,
+            &create_global(&server, &format!("url={}", enc(bad))).await,
             400,
             2101132,
             &["control character"],
@@ -396,22 +383,9 @@ async fn control_characters_are_refused_where_text_is_stored(backend: Backend) {
             400,
             &["secretToken", "visible ASCII"],
         );
-        let global = format!(
-            "/op/callbacks/global?event=PROJECT_CREATE&region=IDC&url={}&secretToken={}",
-            enc(&public),
-            enc(bad)
-        );
+        let global = format!("url={}&secretToken={}", enc(&public), enc(bad));
         assert_error(
-            &server
-                .call(
-                    Method::POST,
-                    &global,
-                    &[
-                        ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
-                        ("X-DEVOPS-UID", "ops"),
-                    ],
-                )
-                .await,
+            &create_global(&server, &global).await,
             400,
             400,
             &["secretToken", "visible ASCII"],
@@ -432,6 +406,20 @@ async fn control_characters_are_refused_where_text_is_stored(backend: Backend) {
         400,
         &["url", "control characters"],
     );
+}
+
+/// A PROJECT_CREATE global callback through the op API, as `ops`; `query` adds url and token.
+async fn create_global(server: &TestServer, query: &str) -> (StatusCode, Value) {
+    server
+        .call(
+            Method::POST,
+            &format!("/op/callbacks/global?event=PROJECT_CREATE&region=IDC&{query}"),
+            &[
+                ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
+                ("X-DEVOPS-UID", "ops"),
+            ],
+        )
+        .await
 }
 
 async fn the_global_scope_is_not_a_project_id(backend: Backend) {
@@ -507,19 +495,7 @@ async fn the_global_scope_is_not_a_project_id(backend: Backend) {
         0
     );
     // The op API still manages the global scope.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!(
-                "/op/callbacks/global?event=PROJECT_CREATE&region=IDC&url={}",
-                enc(&public_url("g"))
-            ),
-            &[
-                ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
-                ("X-DEVOPS-UID", "ops"),
-            ],
-        )
-        .await;
+    let (status, body) = create_global(&server, &format!("url={}", enc(&public_url("g")))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = server
         .call(
