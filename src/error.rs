@@ -1,13 +1,8 @@
-//! The one error type of the service. Its `IntoResponse` is the only place an error becomes HTTP.
-
-use std::sync::Arc;
-
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+//! The one error type of the service's requests. It knows nothing of HTTP: `http::error` turns it
+//! into a status, a code and the envelope, in one place.
 
 use crate::domain::{CallbackId, InvalidUrl, ProjectId, UserId};
-use crate::http::envelope::ErrorEnvelope;
-use crate::store::fault::Fault;
+use crate::store::StoreError;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -60,135 +55,9 @@ pub enum AppError {
         refused: Vec<String>,
         answers: Vec<serde_json::Value>,
     },
-    /// What it means for the answer is the store's fault model (`store::fault`).
-    #[error("database error")]
-    Database(Arc<sqlx::Error>),
+    /// What it means for the answer is `StoreError`'s to say (unavailable, refused, a bug).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// Attached to 5xx responses so the logging middleware can report the cause; never sent.
-#[derive(Debug, Clone)]
-pub struct ErrorDetail(pub String);
-
-impl AppError {
-    fn http_status(&self) -> StatusCode {
-        match self {
-            Self::BadRequest(_)
-            | Self::InvalidCallbackUrl(_)
-            | Self::BlockedAddress { .. }
-            | Self::EventsRefused { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) | Self::GatewayToken(_) => StatusCode::UNAUTHORIZED,
-            Self::NotProjectAdmin { .. } | Self::NotProjectMember { .. } => StatusCode::FORBIDDEN,
-            Self::CallbackNotFound(_) | Self::HistoryNotFound(_) | Self::RouteNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) | Self::AuthServiceUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Database(e) => match Fault::of(e) {
-                fault if fault.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-                Fault::BadValue => StatusCode::BAD_REQUEST,
-                Fault::Constraint => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The envelope's `status`: bk-ci's error code where it has one, else the HTTP status.
-    fn code(&self) -> i32 {
-        match self {
-            Self::NotProjectAdmin { .. } => 2101104,
-            Self::NotProjectMember { .. } => 2101133,
-            Self::InvalidCallbackUrl(InvalidUrl::Malformed(_)) => 2101132,
-            Self::InvalidCallbackUrl(InvalidUrl::BlockedPort(_)) => 2101286,
-            Self::BlockedAddress { .. } => 2101366,
-            Self::CallbackNotFound(_) => 2101136,
-            Self::HistoryNotFound(_) => 2101134,
-            Self::GatewayToken(_) => 2112005,
-            _ => i32::from(self.http_status().as_u16()),
-        }
-    }
-
-    /// What the client may read: server-side failures get a generic text.
-    fn public_message(&self) -> String {
-        match self.http_status() {
-            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Database(_)) => {
-                "database unavailable, try again later".to_owned()
-            }
-            // The database's own words name the problem (they carry no secret).
-            StatusCode::BAD_REQUEST | StatusCode::CONFLICT if let Self::Database(e) = self => {
-                format!("the database refused the request: {}", database_message(e))
-            }
-            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::AuthServiceUnavailable(_)) => {
-                "the permission check failed: the bk-ci auth service is unavailable, try again later"
-                    .to_owned()
-            }
-            StatusCode::INTERNAL_SERVER_ERROR => {
-                "internal server error; see the server log for this request id".to_owned()
-            }
-            _ => self.to_string(),
-        }
-    }
-}
-
-/// The database's own words for a failure (they name the problem, not a secret).
-pub fn database_message(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-impl From<sqlx::Error> for AppError {
-    fn from(error: sqlx::Error) -> Self {
-        AppError::Database(Arc::new(error))
-    }
-}
-
-/// A database error shared by every request of a coalesced write.
-impl From<Arc<sqlx::Error>> for AppError {
-    fn from(error: Arc<sqlx::Error>) -> Self {
-        AppError::Database(error)
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let status = self.http_status();
-        let mut response = (
-            status,
-            ErrorEnvelope {
-                status: self.code(),
-                message: self.public_message(),
-                data: match &self {
-                    Self::EventsRefused { answers, .. } => Some(answers.clone().into()),
-                    _ => None,
-                },
-            },
-        )
-            .into_response();
-        match &self {
-            // An outage is logged by the store when it starts and when it ends, not per request.
-            Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {}
-            Self::Database(e) if !status.is_server_error() => {
-                tracing::warn!(error = %e, "the database refused the request");
-            }
-            _ if status.is_server_error() => {
-                let detail = match &self {
-                    Self::Database(e) => format!("database error: {e}"),
-                    other => other.to_string(),
-                };
-                response.extensions_mut().insert(ErrorDetail(detail));
-            }
-            _ => {}
-        }
-        response
-    }
 }

@@ -182,7 +182,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let store = store::open(&config).await.context("opening the database")?;
             // A server on PostgreSQL is woken by the commit; on SQLite its poll finds the event.
             let wake = tokio::sync::Notify::new();
-            let published = intake::publish(&store, &wake, vec![event]).await?;
+            let published = intake::publish(store.clone(), &wake, vec![event]).await?;
             println!("{}", serde_json::to_string(&published[0])?);
         }
         Command::Healthcheck { url } => {

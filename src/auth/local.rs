@@ -26,11 +26,7 @@ impl Source for LocalMembers {
         user: &UserId,
         permission: Permission,
     ) -> Result<bool, Undecided> {
-        let role = self
-            .store
-            .member_role(project, user)
-            .await
-            .map_err(|e| Undecided::Database(Arc::new(e)))?;
+        let role = self.store.member_role(project, user).await?;
         Ok(match permission {
             Permission::Admin => role == Some(MemberRole::Admin),
             Permission::Member => role.is_some(),

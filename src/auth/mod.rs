@@ -19,7 +19,7 @@ use moka::future::Cache;
 use crate::config::{AuthMode, Config};
 use crate::domain::{ProjectId, UserId};
 use crate::error::{AppError, Result};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Why the local member table cannot be managed under `AUTH_MODE=bkci`.
 pub const MEMBERS_MANAGED_IN_BKCI: &str =
@@ -36,8 +36,8 @@ pub enum Permission {
 /// Why a source could not answer; shared by every request that waited for the same lookup.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Undecided {
-    #[error("database error: {0}")]
-    Database(Arc<sqlx::Error>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the bk-ci auth service {0}")]
     Service(String),
 }
@@ -45,7 +45,7 @@ pub enum Undecided {
 impl From<Undecided> for AppError {
     fn from(undecided: Undecided) -> Self {
         match undecided {
-            Undecided::Database(error) => error.into(),
+            Undecided::Store(error) => error.into(),
             Undecided::Service(detail) => AppError::AuthServiceUnavailable(detail),
         }
     }

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use crate::domain::{CallbackEvent, EventId, NewEvent, ProjectId, Published};
-use crate::error::{AppError, Result, database_message};
-use crate::store::Store;
-use crate::store::fault::is_unavailable;
+use crate::domain::{CallbackEvent, EventId, InvalidId, NewEvent, ProjectId, Published};
+use crate::store::{DeliveryQueue, StoreError};
 use crate::telemetry::names;
 
 /// Most events one batch may carry.
@@ -18,6 +16,33 @@ pub const MAX_BATCH: usize = 1000;
 /// forward, and many parsers recurse, so a deeper document is refused rather than passed on.
 pub const MAX_DATA_DEPTH: usize = 64;
 
+/// Why an event is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("data must be a JSON object")]
+    NotAnObject,
+    #[error("data is nested more than {MAX_DATA_DEPTH} levels deep")]
+    TooDeep,
+    #[error("eventId {0}")]
+    EventId(InvalidId),
+}
+
+/// Why a batch was not (wholly) stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some events were refused by the database and the rest were stored; `answers` holds, in
+    /// input order, each event's answer or why it was refused.
+    #[error("{} of {} events were refused", refused.len(), answers.len())]
+    Refused {
+        refused: Vec<String>,
+        answers: Vec<serde_json::Value>,
+    },
+    #[error("intake task failed: {0}")]
+    TaskFailed(String),
+}
+
 /// Validates one event and builds the exact body every delivery will POST: `{"event","data"}`
 /// with `data` byte for byte as the publisher sent it.
 pub fn accept(
@@ -25,22 +50,16 @@ pub fn accept(
     event: CallbackEvent,
     data: &RawValue,
     event_id: Option<&str>,
-) -> Result<NewEvent> {
+) -> Result<NewEvent, InvalidEvent> {
     if !data.get().trim_start().starts_with('{') {
-        return Err(AppError::BadRequest(
-            "data must be a JSON object".to_owned(),
-        ));
+        return Err(InvalidEvent::NotAnObject);
     }
     if nesting_depth(data.get()) > MAX_DATA_DEPTH {
-        return Err(AppError::BadRequest(format!(
-            "data is nested more than {MAX_DATA_DEPTH} levels deep"
-        )));
+        return Err(InvalidEvent::TooDeep);
     }
     let event_id = match event_id {
         None => EventId::generate(),
-        Some(raw) => raw
-            .parse()
-            .map_err(|e| AppError::BadRequest(format!("eventId {e}")))?,
+        Some(raw) => raw.parse().map_err(InvalidEvent::EventId)?,
     };
     Ok(NewEvent {
         body: format!(r#"{{"event":"{}","data":{}}}"#, event.as_str(), data.get()),
@@ -53,14 +72,13 @@ pub fn accept(
 /// Commits the events and their deliveries, then wakes the workers. The database work runs
 /// in its own task, so a client that disconnects cannot cancel it halfway.
 pub async fn publish(
-    store: &Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
     wake: &Notify,
     events: Vec<NewEvent>,
-) -> Result<Vec<Published>> {
-    let store = store.clone();
+) -> Result<Vec<Published>, IntakeError> {
     let outcome = tokio::spawn(async move { publish_isolated(store.as_ref(), &events).await })
         .await
-        .map_err(|e| AppError::Internal(format!("intake task failed: {e}")))?;
+        .map_err(|e| IntakeError::TaskFailed(e.to_string()))?;
     match &outcome {
         Ok(published) => {
             metrics::counter!(names::EVENTS_ACCEPTED).increment(published.len() as u64);
@@ -69,7 +87,7 @@ pub async fn publish(
             }
         }
         // Part of the batch was stored: its deliveries are due now.
-        Err(AppError::EventsRefused { .. }) => wake.notify_one(),
+        Err(IntakeError::Refused { .. }) => wake.notify_one(),
         Err(_) => {}
     }
     outcome
@@ -78,10 +96,13 @@ pub async fn publish(
 /// Stores the events in one transaction. When the database refuses it for a reason other than
 /// being unavailable, one event may be to blame: each is then stored alone, so every other one
 /// still commits, and the answer names the refused ones.
-async fn publish_isolated(store: &dyn Store, events: &[NewEvent]) -> Result<Vec<Published>> {
+async fn publish_isolated(
+    store: &dyn DeliveryQueue,
+    events: &[NewEvent],
+) -> Result<Vec<Published>, IntakeError> {
     let error = match store.publish(events).await {
         Ok(published) => return Ok(published),
-        Err(error) if events.len() == 1 || is_unavailable(&error) => return Err(error.into()),
+        Err(error) if events.len() == 1 || error.is_unavailable() => return Err(error.into()),
         Err(error) => error,
     };
     tracing::warn!(%error, events = events.len(), "an intake batch failed; storing its events one by one");
@@ -95,9 +116,9 @@ async fn publish_isolated(store: &dyn Store, events: &[NewEvent]) -> Result<Vec<
                 answers.push(serde_json::to_value(&one).expect("an answer serializes"));
                 published.push(one);
             }
-            Err(error) if is_unavailable(&error) => return Err(error.into()),
+            Err(error) if error.is_unavailable() => return Err(error.into()),
             Err(error) => {
-                let reason = database_message(&error);
+                let reason = error.reason();
                 refused.push(format!("event [{index}]: {reason}"));
                 answers.push(serde_json::json!({
                     "eventId": event.event_id,
@@ -110,7 +131,7 @@ async fn publish_isolated(store: &dyn Store, events: &[NewEvent]) -> Result<Vec<
         return Ok(published);
     }
     metrics::counter!(names::EVENTS_ACCEPTED).increment(published.len() as u64);
-    Err(AppError::EventsRefused { refused, answers })
+    Err(IntakeError::Refused { refused, answers })
 }
 
 /// How deeply arrays and objects nest in `json`, which is already known to be valid JSON (so

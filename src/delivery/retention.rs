@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::worker::millis;
 use crate::domain::now_millis;
 use crate::store::Store;
-use crate::store::fault::warn_unless_unavailable;
+use crate::store::warn_unless_unavailable;
 
 const BATCH: u32 = 500;
 

@@ -26,8 +26,8 @@ use crate::domain::{
     EpochMillis, Lane, now_millis,
 };
 use crate::secrets::Secret;
-use crate::store::fault::{is_unavailable, warn_unless_unavailable};
 use crate::store::{Claim, DisableRule, Store};
+use crate::store::{StoreError, warn_unless_unavailable};
 use crate::telemetry::names;
 
 /// Most deliveries leased in one claim.
@@ -220,7 +220,7 @@ impl Workers {
         &self,
         fresh_limit: usize,
         wanted: usize,
-    ) -> Result<(Vec<ClaimedDelivery>, Vec<ClaimedDelivery>), sqlx::Error> {
+    ) -> Result<(Vec<ClaimedDelivery>, Vec<ClaimedDelivery>), StoreError> {
         let busy_hosts = self.busy_hosts();
         let now = now_millis();
         let claim = |lane, limit: usize| Claim {
@@ -582,10 +582,7 @@ struct Recorder {
 impl Recorder {
     /// Records `outcomes`, trying again while the database is unavailable and the leases last
     /// (then gives up after logging); returns any other error.
-    async fn record_while_available(
-        &self,
-        outcomes: &[DeliveryOutcome],
-    ) -> Result<(), sqlx::Error> {
+    async fn record_while_available(&self, outcomes: &[DeliveryOutcome]) -> Result<(), StoreError> {
         let give_up = tokio::time::Instant::now() + self.lease;
         loop {
             match self
@@ -594,7 +591,7 @@ impl Recorder {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(error) if !is_unavailable(&error) => return Err(error),
+                Err(error) if !error.is_unavailable() => return Err(error),
                 Err(error) if tokio::time::Instant::now() >= give_up => {
                     tracing::error!(%error, lost = outcomes.len(), "giving up recording outcomes; they will be re-sent");
                     return Ok(());

@@ -50,7 +50,7 @@ async fn publish_one(
 ) -> Result<Envelope<Published>> {
     let project = parse_project_id(&project_id)?;
     let event = intake::accept(project, body.event, &body.data, body.event_id.as_deref())?;
-    let mut published = intake::publish(&state.store, &state.wake, vec![event]).await?;
+    let mut published = intake::publish(state.store.clone(), &state.wake, vec![event]).await?;
     Ok(Envelope::ok(published.remove(0)))
 }
 
@@ -122,11 +122,12 @@ async fn publish_batch(
         .map(|(index, item)| {
             let project = parse_project_id(&item.project_id).and_then(|project| {
                 intake::accept(project, item.event, &item.data, item.event_id.as_deref())
+                    .map_err(AppError::from)
             });
             project.map_err(|e| AppError::BadRequest(format!("event [{index}]: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Envelope::ok(
-        intake::publish(&state.store, &state.wake, events).await?,
+        intake::publish(state.store.clone(), &state.wake, events).await?,
     ))
 }

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::store::fault::warn_unless_unavailable;
+use crate::store::warn_unless_unavailable;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

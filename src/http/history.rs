@@ -267,7 +267,7 @@ async fn retry(
         };
         let rule = disable_rule(state.config.callback_disable_after);
         state.store.record_outcomes(&[outcome], &rule).await?;
-        Ok::<_, sqlx::Error>(result.error)
+        Ok::<_, AppError>(result.error)
     });
     let error = resend
         .await

@@ -2,6 +2,7 @@
 
 mod callbacks;
 pub mod envelope;
+mod error;
 mod events;
 pub mod extract;
 mod global;
@@ -33,8 +34,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::domain::ApigwType;
-use crate::error::{AppError, ErrorDetail};
+use crate::error::AppError;
 use crate::telemetry::names;
+use error::ErrorDetail;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,115 +1,12 @@
-//! The store's fault model, in one place: what each database failure means (unavailable, the
-//! request's fault, a bug), whether one more try on a fresh connection may help, and the state
-//! that keeps a connection that failed from being handed out again. See the README's "Database
-//! faults" section.
+//! The store's fault state, shared by its pools: it logs an outage once when it starts and once
+//! when it ends, tries idempotent work once more after a connection fault or a lost race, and
+//! keeps a connection that failed from being handed out again. What each failure means is
+//! `StoreError`'s business (`error.rs`). See the README's "Database faults" section.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What a database failure means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The connection cannot be used any more (transport lost, session ended by the server, a
-    /// read-only server after a failover): it is dropped, and idempotent work is tried once more
-    /// on a fresh connection. Unavailable if that fails too.
-    Connection,
-    /// The transaction lost to a concurrent one (serialization failure, deadlock): idempotent
-    /// work is tried once more. Unavailable if that fails too.
-    Conflict,
-    /// The database cannot serve now and an immediate retry will not help: it refuses
-    /// connections, is starting or shutting down, is out of connections, disk or memory, or is
-    /// busy beyond the busy timeout (SQLite).
-    Unavailable,
-    /// A value of the request cannot be stored (data exception, too big).
-    BadValue,
-    /// The request conflicts with stored data (a constraint).
-    Constraint,
-    /// Anything else: a bug, answered 500.
-    Bug,
-}
-
-impl Fault {
-    pub fn of(error: &sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => Self::Connection,
-            // The pool waited its acquire timeout for a connection (sqlx already retried
-            // refused connections and start-up meanwhile), or is shutting down.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::Unavailable,
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    code.parse().map_or(Self::Bug, Self::of_sqlite)
-                } else {
-                    Self::of_sqlstate(&code)
-                }
-            }
-            _ => Self::Bug,
-        }
-    }
-
-    /// PostgreSQL, by SQLSTATE class first (appendix A of its manual).
-    fn of_sqlstate(code: &str) -> Self {
-        match code {
-            // The session was ended under us (admin or crash shutdown, idle timeouts), or it
-            // sits on a server that became read-only: a fresh connection may land well.
-            "57P01" | "57P02" | "57P05" | "25P03" | "25006" => Self::Connection,
-            "3D000" => Self::Unavailable,
-            _ => match code.get(..2).unwrap_or_default() {
-                "08" => Self::Connection,
-                "40" => Self::Conflict,
-                // Operator intervention (start-up, database dropped, cancelled), insufficient
-                // resources (connections, disk, memory), object not in prerequisite state
-                // (refusing connections, lock not available), system errors, authorization
-                // (credentials changed under a running service).
-                "57" | "53" | "55" | "58" | "28" => Self::Unavailable,
-                "22" => Self::BadValue,
-                "23" => Self::Constraint,
-                _ => Self::Bug,
-            },
-        }
-    }
-
-    /// SQLite, by the primary result code (the low byte of the extended one).
-    fn of_sqlite(code: i32) -> Self {
-        match code & 0xff {
-            // I/O error (e.g. the file made read-only under us), protocol (WAL locks), and
-            // read-only: a connection opened while the file could not be written stays
-            // read-only after it can, so it is replaced.
-            8 | 10 | 15 => Self::Connection,
-            // Busy and locked (after busy_timeout waited), out of memory, disk full, cannot
-            // open.
-            5 | 6 | 7 | 13 | 14 => Self::Unavailable,
-            18 | 20 | 25 => Self::BadValue,
-            19 => Self::Constraint,
-            _ => Self::Bug,
-        }
-    }
-
-    /// Answered 503: the database, not the request, is at fault, and it may pass.
-    pub fn is_unavailable(self) -> bool {
-        matches!(self, Self::Connection | Self::Conflict | Self::Unavailable)
-    }
-
-    /// Worth one more try of idempotent work.
-    fn retry(self) -> bool {
-        matches!(self, Self::Connection | Self::Conflict)
-    }
-}
-
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    Fault::of(error).is_unavailable()
-}
-
-/// Background work logs only failures that are not the database being away: those are logged
-/// by `Faults`, once when the fault starts and once when it ends, not once per attempt.
-pub fn warn_unless_unavailable(error: &sqlx::Error, what: &str) {
-    if !is_unavailable(error) {
-        tracing::warn!(%error, "{what}");
-    }
-}
+use super::error::{StoreError, StoreResult};
 
 /// The fault state of one store, shared by its pools.
 pub struct Faults {
@@ -157,14 +54,14 @@ impl Faults {
 
     /// Runs idempotent work, once more after a connection fault or a conflict (a connection
     /// fault has by then retired every pooled connection, so the retry gets a fresh one).
-    pub async fn retried<T, F, Fut>(&self, work: F) -> Result<T, sqlx::Error>
+    pub async fn retried<T, F, Fut>(&self, work: F) -> StoreResult<T>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, sqlx::Error>>,
+        Fut: Future<Output = StoreResult<T>>,
     {
         let first = work().await;
         let result = match first {
-            Err(error) if Fault::of(&error).retry() => {
+            Err(error) if error.is_retryable() => {
                 // Not an outage yet (the retry may well succeed): only retire the connections.
                 self.retire_connections(&error);
                 work().await
@@ -176,10 +73,7 @@ impl Faults {
     }
 
     /// Runs work that must not be repeated (its answer or effect would differ the second time).
-    pub async fn once<T>(
-        &self,
-        work: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, sqlx::Error> {
+    pub async fn once<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         let result = work.await;
         self.observe(&result);
         result
@@ -188,7 +82,7 @@ impl Faults {
     /// Notes the outcome of a database call: logs the start and the end of an outage. An outage
     /// ends with a success `QUIET_MICROS` after the last unavailable failure, so one that leaves some
     /// calls working (reads on a read-only server) is not logged as many short ones.
-    pub fn observe<T>(&self, result: &Result<T, sqlx::Error>) {
+    pub fn observe<T>(&self, result: &StoreResult<T>) {
         let Err(error) = result else {
             if self.down.load(Ordering::Relaxed)
                 && self
@@ -208,7 +102,7 @@ impl Faults {
             return;
         };
         self.retire_connections(error);
-        if Fault::of(error).is_unavailable() {
+        if error.is_unavailable() {
             self.last_failure.store(self.now(), Ordering::Relaxed);
             if !self.down.swap(true, Ordering::AcqRel) {
                 self.down_since.store(self.now(), Ordering::Relaxed);
@@ -218,8 +112,8 @@ impl Faults {
     }
 
     /// After a connection fault, no pooled connection opened before it is handed out again.
-    fn retire_connections(&self, error: &sqlx::Error) {
-        if Fault::of(error) == Fault::Connection {
+    fn retire_connections(&self, error: &StoreError) {
+        if matches!(error, StoreError::Connection(_)) {
             self.last_connection_fault
                 .store(self.now() + 1, Ordering::Relaxed);
         }
@@ -230,83 +124,8 @@ impl Faults {
 mod tests {
     use super::*;
 
-    #[test]
-    fn postgres_failures_are_classified_by_sqlstate_class() {
-        let table = [
-            ("08006", Fault::Connection),
-            ("08P01", Fault::Connection),
-            ("57P01", Fault::Connection),
-            ("57P02", Fault::Connection),
-            ("25006", Fault::Connection),
-            ("25P03", Fault::Connection),
-            ("40001", Fault::Conflict),
-            ("40P01", Fault::Conflict),
-            ("57P03", Fault::Unavailable),
-            ("57P04", Fault::Unavailable),
-            ("57014", Fault::Unavailable),
-            ("53100", Fault::Unavailable),
-            ("53200", Fault::Unavailable),
-            ("53300", Fault::Unavailable),
-            ("55000", Fault::Unavailable),
-            ("55P03", Fault::Unavailable),
-            ("58030", Fault::Unavailable),
-            ("3D000", Fault::Unavailable),
-            ("28P01", Fault::Unavailable),
-            ("22021", Fault::BadValue),
-            ("22001", Fault::BadValue),
-            ("23505", Fault::Constraint),
-            ("23503", Fault::Constraint),
-            ("42601", Fault::Bug),
-            ("42P01", Fault::Bug),
-            ("XX000", Fault::Bug),
-            ("25001", Fault::Bug),
-            ("", Fault::Bug),
-        ];
-        for (code, fault) in table {
-            assert_eq!(Fault::of_sqlstate(code), fault, "{code}");
-        }
-    }
-
-    #[test]
-    fn sqlite_failures_are_classified_by_primary_result_code() {
-        let table = [
-            (5, Fault::Unavailable),   // SQLITE_BUSY
-            (517, Fault::Unavailable), // SQLITE_BUSY_SNAPSHOT
-            (6, Fault::Unavailable),   // SQLITE_LOCKED
-            (7, Fault::Unavailable),   // SQLITE_NOMEM
-            (8, Fault::Connection),    // SQLITE_READONLY
-            (1032, Fault::Connection), // SQLITE_READONLY_DBMOVED
-            (13, Fault::Unavailable),  // SQLITE_FULL
-            (14, Fault::Unavailable),  // SQLITE_CANTOPEN
-            (778, Fault::Connection),  // SQLITE_IOERR_WRITE
-            (15, Fault::Connection),   // SQLITE_PROTOCOL
-            (18, Fault::BadValue),     // SQLITE_TOOBIG
-            (19, Fault::Constraint),   // SQLITE_CONSTRAINT
-            (2067, Fault::Constraint), // SQLITE_CONSTRAINT_UNIQUE
-            (1, Fault::Bug),           // SQLITE_ERROR (syntax, missing table)
-            (11, Fault::Bug),          // SQLITE_CORRUPT
-        ];
-        for (code, fault) in table {
-            assert_eq!(Fault::of_sqlite(code), fault, "{code}");
-        }
-    }
-
-    #[test]
-    fn errors_outside_the_database_are_classified_too() {
-        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(Fault::of(&sqlx::Error::Io(io())), Fault::Connection);
-        assert_eq!(
-            Fault::of(&sqlx::Error::Protocol("unexpected EOF".into())),
-            Fault::Connection
-        );
-        assert_eq!(Fault::of(&sqlx::Error::WorkerCrashed), Fault::Connection);
-        assert_eq!(Fault::of(&sqlx::Error::PoolTimedOut), Fault::Unavailable);
-        assert_eq!(Fault::of(&sqlx::Error::PoolClosed), Fault::Unavailable);
-        assert_eq!(Fault::of(&sqlx::Error::RowNotFound), Fault::Bug);
-        assert_eq!(
-            Fault::of(&sqlx::Error::ColumnNotFound("x".into())),
-            Fault::Bug
-        );
+    fn fail(error: sqlx::Error) -> StoreError {
+        error.into()
     }
 
     #[test]
@@ -314,7 +133,7 @@ mod tests {
         let faults = Faults::default();
         assert!(faults.may_reuse(Duration::from_secs(3600)), "no fault yet");
         std::thread::sleep(Duration::from_millis(5));
-        faults.observe::<()>(&Err(sqlx::Error::Io(std::io::Error::other("gone"))));
+        faults.observe::<()>(&Err(fail(sqlx::Error::Io(std::io::Error::other("gone")))));
         assert!(
             !faults.may_reuse(Duration::from_millis(5)),
             "older than the fault"
@@ -325,7 +144,7 @@ mod tests {
             "opened after it"
         );
         // A conflict or an outage that is not the connection's retires nothing.
-        faults.observe::<()>(&Err(sqlx::Error::PoolTimedOut));
+        faults.observe::<()>(&Err(fail(sqlx::Error::PoolTimedOut)));
         assert!(faults.may_reuse(Duration::from_millis(1)));
     }
 
@@ -335,7 +154,7 @@ mod tests {
         let down = |f: &Faults| f.down.load(Ordering::SeqCst);
         faults.observe::<()>(&Ok(()));
         assert!(!down(&faults));
-        faults.observe::<()>(&Err(sqlx::Error::PoolTimedOut));
+        faults.observe::<()>(&Err(fail(sqlx::Error::PoolTimedOut)));
         assert!(down(&faults));
         // A read that works during the outage does not end it.
         faults.observe::<()>(&Ok(()));
@@ -344,7 +163,7 @@ mod tests {
         faults.observe::<()>(&Ok(()));
         assert!(!down(&faults));
         // A bug is not an outage.
-        faults.observe::<()>(&Err(sqlx::Error::RowNotFound));
+        faults.observe::<()>(&Err(fail(sqlx::Error::RowNotFound)));
         assert!(!down(&faults));
     }
 
@@ -354,7 +173,7 @@ mod tests {
         let calls = std::sync::atomic::AtomicU32::new(0);
         let flaky = || async {
             match calls.fetch_add(1, Ordering::SeqCst) {
-                0 => Err(sqlx::Error::Io(std::io::Error::other("reset"))),
+                0 => Err(fail(sqlx::Error::Io(std::io::Error::other("reset")))),
                 _ => Ok(7),
             }
         };
@@ -364,7 +183,7 @@ mod tests {
         let calls = std::sync::atomic::AtomicU32::new(0);
         let refused = || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(sqlx::Error::PoolTimedOut)
+            Err::<(), _>(fail(sqlx::Error::PoolTimedOut))
         };
         assert!(faults.retried(refused).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry that cannot help");
@@ -372,7 +191,7 @@ mod tests {
         let calls = std::sync::atomic::AtomicU32::new(0);
         let always = || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(sqlx::Error::Io(std::io::Error::other("reset")))
+            Err::<(), _>(fail(sqlx::Error::Io(std::io::Error::other("reset"))))
         };
         assert!(faults.retried(always).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2, "once more, not forever");

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::fault::Faults;
-use super::{Claim, DisableRule, QueueStats, SecretTokenCounts, Store, StoreResult};
+use super::{
+    CallbackStore, Claim, DeliveryQueue, DisableRule, HistoryStore, Maintenance, MemberStore,
+    QueueStats, SecretTokenCounts, StoreResult,
+};
 use crate::domain::{
     Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis,
     HistoryEntry, HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId,
@@ -21,7 +24,7 @@ pub struct Guarded<S> {
     faults: Arc<Faults>,
 }
 
-impl<S: Store> Guarded<S> {
+impl<S> Guarded<S> {
     /// `faults` must be the state `inner`'s pools consult, so a retry gets a fresh connection.
     pub fn new(inner: S, faults: Arc<Faults>) -> Self {
         Self { inner, faults }
@@ -29,15 +32,7 @@ impl<S: Store> Guarded<S> {
 }
 
 #[async_trait]
-impl<S: Store> Store for Guarded<S> {
-    async fn migrate(&self) -> StoreResult<()> {
-        self.faults.once(self.inner.migrate()).await
-    }
-
-    async fn ready(&self) -> StoreResult<()> {
-        self.faults.retried(|| self.inner.ready()).await
-    }
-
+impl<S: CallbackStore> CallbackStore for Guarded<S> {
     async fn upsert_callbacks(&self, callbacks: &[NewCallback]) -> StoreResult<()> {
         self.faults
             .retried(|| self.inner.upsert_callbacks(callbacks))
@@ -61,6 +56,25 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
+    async fn set_callback_enabled(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+        user: &UserId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.faults
+            .retried(|| {
+                self.inner
+                    .set_callback_enabled(project, id, user, enabled, reason)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: MemberStore> MemberStore for Guarded<S> {
     async fn member_role(
         &self,
         project: &ProjectId,
@@ -94,7 +108,10 @@ impl<S: Store> Store for Guarded<S> {
             .retried(|| self.inner.list_members(project))
             .await
     }
+}
 
+#[async_trait]
+impl<S: DeliveryQueue> DeliveryQueue for Guarded<S> {
     /// Every event carries its id (generated before the store when the publisher sent none),
     /// so a retry after a commit whose answer was lost finds the events and answers as before.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
@@ -133,22 +150,19 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn set_callback_enabled(
-        &self,
-        project: &ProjectId,
-        id: CallbackId,
-        user: &UserId,
-        enabled: bool,
-        reason: Option<&str>,
-    ) -> StoreResult<bool> {
+    async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>> {
         self.faults
-            .retried(|| {
-                self.inner
-                    .set_callback_enabled(project, id, user, enabled, reason)
-            })
+            .retried(|| self.inner.delivery_target(callback))
             .await
     }
 
+    async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
+        self.inner.watch_new_deliveries(wake).await
+    }
+}
+
+#[async_trait]
+impl<S: HistoryStore> HistoryStore for Guarded<S> {
     async fn find_history(
         &self,
         project: &ProjectId,
@@ -156,18 +170,6 @@ impl<S: Store> Store for Guarded<S> {
     ) -> StoreResult<Option<HistoryEntry>> {
         self.faults
             .retried(|| self.inner.find_history(project, id))
-            .await
-    }
-
-    async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>> {
-        self.faults
-            .retried(|| self.inner.delivery_target(callback))
-            .await
-    }
-
-    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
-        self.faults
-            .retried(|| self.inner.prune(before, batch))
             .await
     }
 
@@ -179,6 +181,23 @@ impl<S: Store> Store for Guarded<S> {
     ) -> StoreResult<(u64, Vec<HistoryEntry>)> {
         self.faults
             .retried(|| self.inner.list_history(project, filter, page))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: Maintenance> Maintenance for Guarded<S> {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.faults.once(self.inner.migrate()).await
+    }
+
+    async fn ready(&self) -> StoreResult<()> {
+        self.faults.retried(|| self.inner.ready()).await
+    }
+
+    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
+        self.faults
+            .retried(|| self.inner.prune(before, batch))
             .await
     }
 
@@ -203,9 +222,5 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats> {
         self.faults.retried(|| self.inner.queue_stats(now)).await
-    }
-
-    async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
-        self.inner.watch_new_deliveries(wake).await
     }
 }

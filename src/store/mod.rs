@@ -1,10 +1,12 @@
-//! The repository: one trait, implemented for PostgreSQL and for SQLite. All SQL lives below here.
+//! The repository: one trait per user of the store (`CallbackStore`, `MemberStore`,
+//! `DeliveryQueue`, `HistoryStore`, `Maintenance`; `Store` is all of them), implemented once in
+//! `sql/` for PostgreSQL and SQLite alike. All SQL lives below here.
 
-pub mod fault;
+mod error;
+mod fault;
 mod guarded;
 mod postgres;
-mod rows;
-mod shared;
+mod sql;
 mod sqlite;
 mod writer;
 
@@ -12,14 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use error::{StoreError, StoreResult, warn_unless_unavailable};
 use fault::Faults;
 use guarded::Guarded;
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 pub use writer::CallbackWriter;
 
 use crate::config::Config;
-use crate::secrets::{SEALED_PREFIX, Sealer};
+use crate::secrets::Sealer;
 use tokio::sync::Notify;
 
 use crate::domain::{
@@ -27,8 +28,6 @@ use crate::domain::{
     HistoryEntry, HistoryFilter, Lane, Member, MemberRole, NewCallback, NewEvent, PageRequest,
     ProjectId, Published, UserId,
 };
-
-pub type StoreResult<T> = Result<T, sqlx::Error>;
 
 /// What `Store::claim_due` takes.
 #[derive(Debug, Clone, Copy)]
@@ -48,11 +47,6 @@ pub struct SecretTokenCounts {
     pub plaintext: u64,
 }
 
-/// `SEALED_PREFIX.len()` as the SQL `substr` takes it.
-fn sealed_prefix_len() -> i32 {
-    i32::try_from(SEALED_PREFIX.len()).expect("a short prefix")
-}
-
 /// A snapshot for the metrics.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct QueueStats {
@@ -70,15 +64,9 @@ pub struct DisableRule {
     pub reason: String,
 }
 
+/// Registrations, as the callback routes and the registration writer use them.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies the embedded migrations of this backend.
-    async fn migrate(&self) -> StoreResult<()>;
-
-    /// Readiness: whether the database takes writes now (a read-only PostgreSQL session or
-    /// server, or a SQLite file that cannot be written, is not ready). One round trip.
-    async fn ready(&self) -> StoreResult<()>;
-
+pub trait CallbackStore: Send + Sync {
     /// In one statement, creates each callback or, when (project, url, event) exists, updates it
     /// in place: same id, new region/token/updater, re-enabled with its failure state cleared.
     /// No two items may share (project, url, event).
@@ -94,6 +82,21 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a project's callback; false when it did not exist in that project.
     async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool>;
 
+    /// Enables (clearing the failure state) or disables one of the project's callbacks; false
+    /// when it does not exist in that project.
+    async fn set_callback_enabled(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+        user: &UserId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool>;
+}
+
+/// Local project membership, as the permission check and the op member routes use it.
+#[async_trait]
+pub trait MemberStore: Send + Sync {
     async fn member_role(
         &self,
         project: &ProjectId,
@@ -111,7 +114,11 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, project: &ProjectId, user: &UserId) -> StoreResult<bool>;
 
     async fn list_members(&self, project: &ProjectId) -> StoreResult<Vec<Member>>;
+}
 
+/// Events in, deliveries out: intake, the workers' lease queue and the outcomes they record.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
     /// In one transaction: stores the events (skipping event ids already seen in their project)
     /// and one PENDING delivery per enabled matching callback. Answers in input order, with the
     /// original answer for repeated event ids.
@@ -144,27 +151,20 @@ pub trait Store: Send + Sync + 'static {
         disable: &DisableRule,
     ) -> StoreResult<()>;
 
-    /// Enables (clearing the failure state) or disables one of the project's callbacks; false
-    /// when it does not exist in that project.
-    async fn set_callback_enabled(
-        &self,
-        project: &ProjectId,
-        id: CallbackId,
-        user: &UserId,
-        enabled: bool,
-        reason: Option<&str>,
-    ) -> StoreResult<bool>;
-
-    /// One attempt of the project's history.
-    async fn find_history(&self, project: &ProjectId, id: i64)
-    -> StoreResult<Option<HistoryEntry>>;
-
     /// Where a callback delivers now (enabled or not); `None` when it was deleted.
     async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>>;
 
-    /// Deletes up to `batch` rows older than `before` from each of history, finished deliveries
-    /// and events left without deliveries; returns how many went. Small batches keep locks short.
-    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
+    /// Wakes `wake` whenever another process commits new deliveries; runs until the process
+    /// ends. Backends without cross-process notifications return at once (the poll covers them).
+    async fn watch_new_deliveries(&self, wake: Arc<Notify>);
+}
+
+/// The delivery history, as the history routes read it.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// One attempt of the project's history.
+    async fn find_history(&self, project: &ProjectId, id: i64)
+    -> StoreResult<Option<HistoryEntry>>;
 
     /// The total count and one page of a project's attempts in the window, newest first.
     async fn list_history(
@@ -173,6 +173,21 @@ pub trait Store: Send + Sync + 'static {
         filter: &HistoryFilter,
         page: PageRequest,
     ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
+}
+
+/// Start-up, readiness, retention, metrics and the key operations of the CLI.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Applies the embedded migrations of this backend.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Readiness: whether the database takes writes now (a read-only PostgreSQL session or
+    /// server, or a SQLite file that cannot be written, is not ready). One round trip.
+    async fn ready(&self) -> StoreResult<()>;
+
+    /// Deletes up to `batch` rows older than `before` from each of history, finished deliveries
+    /// and events left without deliveries; returns how many went. Small batches keep locks short.
+    async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
 
     /// The stored key check value (see `Sealer::key_check`), storing `fresh` first when there is
     /// none yet.
@@ -187,10 +202,17 @@ pub trait Store: Send + Sync + 'static {
     /// How many deliveries are due, leased and waiting to be retried, and how many callbacks are
     /// disabled, for the metrics.
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats>;
+}
 
-    /// Wakes `wake` whenever another process commits new deliveries; runs until the process
-    /// ends. Backends without cross-process notifications return at once (the poll covers them).
-    async fn watch_new_deliveries(&self, wake: Arc<Notify>);
+/// The whole store, as the service holds it; each part takes only the piece it uses.
+pub trait Store:
+    CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + 'static
+{
+}
+
+impl<S> Store for S where
+    S: CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + 'static
+{
 }
 
 /// Opens the database named by `DATABASE_URL` (creating a SQLite file if needed), migrates it,
@@ -200,10 +222,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let (url, max) = (&config.database_url, config.database_max_connections);
     let faults = Arc::new(Faults::default());
     let store: Arc<dyn Store> = if is_postgres_url(url) {
-        let backend = PgStore::connect(url, max, sealer.clone(), faults.clone()).await?;
+        let backend = postgres::connect(url, max, sealer.clone(), faults.clone()).await?;
         Arc::new(Guarded::new(backend, faults))
     } else if url.starts_with("sqlite:") {
-        let backend = SqliteStore::connect(url, max, sealer.clone(), faults.clone()).await?;
+        let backend = sqlite::connect(url, max, sealer.clone(), faults.clone()).await?;
         Arc::new(Guarded::new(backend, faults))
     } else {
         anyhow::bail!(

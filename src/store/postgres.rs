@@ -10,73 +10,74 @@ use tokio::sync::Notify;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
-use super::fault::{Faults, warn_unless_unavailable};
-use super::shared::impl_store;
+use super::fault::Faults;
+use super::sql::{Backend, SqlStore};
+use super::{StoreError, warn_unless_unavailable};
 use crate::secrets::Sealer;
 
-pub struct PgStore {
-    pool: PgPool,
-    /// For leases only: they commit without waiting for the WAL flush. A lease lost in a server
-    /// crash only lets the delivery be claimed again (at-least-once holds); everything else,
-    /// intake and outcomes included, commits durably through `pool`.
-    leases: PgPool,
-    sealer: Sealer,
+/// PostgreSQL's part of the store: it wakes other processes with LISTEN/NOTIFY.
+pub struct Postgres {
     faults: Arc<Faults>,
 }
 
 /// The LISTEN/NOTIFY channel on which intake announces new deliveries.
 const WAKE_CHANNEL: &str = "devops_callbacks_deliveries";
 
-impl PgStore {
-    const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connects without migrating. Sessions left "idle in transaction" (a cancelled request future,
+/// launchbadge/sqlx#4393) are ended by the server after 30 s instead of holding locks. `faults`
+/// decides which pooled connections may be reused. Leases get a pool of their own that commits
+/// without waiting for the WAL flush: a lease lost in a server crash only lets the delivery be
+/// claimed again (at-least-once holds); everything else, intake and outcomes included, commits
+/// durably.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    sealer: Sealer,
+    faults: Arc<Faults>,
+) -> Result<SqlStore<Postgres>, sqlx::Error> {
+    let options =
+        PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "30s")]);
+    let pool_options = |max| {
+        let faults = faults.clone();
+        // No ping before each checkout (sqlx's default costs a round trip per query): a
+        // dead connection fails its query instead, and then every connection opened before
+        // that failure is dropped at its next checkout rather than reused.
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(move |_, meta| {
+                let reuse = faults.may_reuse(meta.age);
+                Box::pin(async move { Ok(reuse) })
+            })
+    };
+    let pool = pool_options(max_connections)
+        .connect_with(options.clone())
+        .await?;
+    let leases = pool_options(2)
+        .connect_with(options.options([("synchronous_commit", "off")]))
+        .await?;
+    Ok(SqlStore::new(Postgres { faults }, pool, leases, sealer))
+}
+
+impl Backend for Postgres {
+    type Db = sqlx::Postgres;
+
     const JSON_ROWS: &str = "jsonb_array_elements(CAST($1 AS jsonb))";
     const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
     const BEGIN: &str = "BEGIN";
     /// Delivered to listeners when the intake transaction commits, not before.
     const WAKE_SQL: Option<&str> = Some("SELECT pg_notify('devops_callbacks_deliveries', '')");
 
-    /// Connects without migrating. Sessions left "idle in transaction" (a cancelled request
-    /// future, launchbadge/sqlx#4393) are ended by the server after 30 s instead of holding locks.
-    /// `faults` decides which pooled connections may be reused.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        sealer: Sealer,
-        faults: Arc<Faults>,
-    ) -> Result<Self, sqlx::Error> {
-        let options = PgConnectOptions::from_str(url)?
-            .options([("idle_in_transaction_session_timeout", "30s")]);
-        let pool_options = |max| {
-            let faults = faults.clone();
-            // No ping before each checkout (sqlx's default costs a round trip per query): a
-            // dead connection fails its query instead, and then every connection opened before
-            // that failure is dropped at its next checkout rather than reused.
-            PgPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(5))
-                .test_before_acquire(false)
-                .before_acquire(move |_, meta| {
-                    let reuse = faults.may_reuse(meta.age);
-                    Box::pin(async move { Ok(reuse) })
-                })
-        };
-        let pool = pool_options(max_connections)
-            .connect_with(options.clone())
-            .await?;
-        let leases = pool_options(2)
-            .connect_with(options.options([("synchronous_commit", "off")]))
-            .await?;
-        Ok(Self {
-            pool,
-            leases,
-            sealer,
-            faults,
-        })
+    async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+        Ok(MIGRATOR.run(pool).await?)
     }
 
     /// Ready when the session can write: not on a standby, not read-only by default (as after
     /// a switchover that left it on a read-only server). Fails with SQLSTATE 25006 otherwise.
-    async fn check_ready(&self) -> Result<(), sqlx::Error> {
+    async fn check_ready(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         sqlx::query(
             "DO $$BEGIN \
                IF pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean THEN \
@@ -85,32 +86,33 @@ impl PgStore {
                END IF; \
              END$$",
         )
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
     }
 
     /// LISTENs on the wake channel, reconnecting after failures, for as long as the process
     /// runs. An outage is logged once by `faults`; the poll covers the wake-ups missed meanwhile.
-    async fn watch(&self, wake: Arc<Notify>) {
+    async fn watch(&self, pool: &PgPool, wake: Arc<Notify>) {
         loop {
-            let Err(error) = self.listen(&wake).await;
+            let Err(error) = listen(pool, &wake, &self.faults).await;
             warn_unless_unavailable(&error, "LISTEN for new deliveries failed; retrying in 1 s");
             self.faults.observe::<()>(&Err(error));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-
-    async fn listen(&self, wake: &Notify) -> Result<Infallible, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        let listening = listener.listen(WAKE_CHANNEL).await;
-        self.faults.observe(&listening);
-        listening?;
-        loop {
-            listener.recv().await?;
-            wake.notify_one();
-        }
-    }
 }
 
-impl_store!(PgStore);
+async fn listen(pool: &PgPool, wake: &Notify, faults: &Faults) -> Result<Infallible, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    let listening = listener
+        .listen(WAKE_CHANNEL)
+        .await
+        .map_err(StoreError::from);
+    faults.observe(&listening);
+    listening?;
+    loop {
+        listener.recv().await?;
+        wake.notify_one();
+    }
+}

@@ -13,20 +13,48 @@ use sqlx::sqlite::{
 };
 
 use super::fault::Faults;
-use super::shared::impl_store;
+use super::sql::{Backend, SqlStore};
 use crate::secrets::Sealer;
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The same pool: SQLite has no cheaper commit worth a second one.
-    leases: SqlitePool,
-    sealer: Sealer,
-    /// The database file, for the readiness check.
+/// SQLite's part of the store: its readiness asks about the database file.
+pub struct Sqlite {
     file: PathBuf,
 }
 
-impl SqliteStore {
-    const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// WAL lets readers run beside the single writer; `busy_timeout` makes writers queue instead of
+/// failing with "database is locked". `faults` decides which pooled connections may be reused:
+/// one opened while the file could not be written stays read-only. Leases use the same pool:
+/// SQLite has no cheaper commit worth a second one.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    sealer: Sealer,
+    faults: Arc<Faults>,
+) -> Result<SqlStore<Sqlite>, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let file = options.get_filename().to_owned();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections.min(8))
+        .acquire_timeout(Duration::from_secs(5))
+        .before_acquire(move |_, meta| {
+            let reuse = faults.may_reuse(meta.age);
+            Box::pin(async move { Ok(reuse) })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(SqlStore::new(Sqlite { file }, pool.clone(), pool, sealer))
+}
+
+impl Backend for Sqlite {
+    type Db = sqlx::Sqlite;
+
     const JSON_ROWS: &str = "json_each($1)";
     /// SQLite has one writer at a time, so a claim never races another claim.
     const SKIP_LOCKED: &str = "";
@@ -36,37 +64,8 @@ impl SqliteStore {
     /// Same-process workers are woken directly; other processes (the CLI) rely on the poll.
     const WAKE_SQL: Option<&str> = None;
 
-    /// WAL lets readers run beside the single writer; `busy_timeout` makes writers queue
-    /// instead of failing with "database is locked". `faults` decides which pooled connections
-    /// may be reused: one opened while the file could not be written stays read-only.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        sealer: Sealer,
-        faults: Arc<Faults>,
-    ) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let file = options.get_filename().to_owned();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.min(8))
-            .acquire_timeout(Duration::from_secs(5))
-            .before_acquire(move |_, meta| {
-                let reuse = faults.may_reuse(meta.age);
-                Box::pin(async move { Ok(reuse) })
-            })
-            .connect_with(options)
-            .await?;
-        Ok(Self {
-            leases: pool.clone(),
-            pool,
-            sealer,
-            file,
-        })
+    async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        Ok(MIGRATOR.run(pool).await?)
     }
 
     /// Ready when the database answers and its files may be written (a file made read-only or
@@ -74,8 +73,8 @@ impl SqliteStore {
     /// access(2), never opened: closing any descriptor of a database file drops every POSIX
     /// lock this process holds on it, SQLite's included, and lets other processes write over
     /// our transactions.
-    async fn check_ready(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+    async fn check_ready(&self, pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(pool).await?;
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
             for suffix in ["", "-wal", "-shm"] {
@@ -93,7 +92,5 @@ impl SqliteStore {
         .map_err(sqlx::Error::Io)
     }
 
-    async fn watch(&self, _wake: Arc<Notify>) {}
+    async fn watch(&self, _pool: &SqlitePool, _wake: Arc<Notify>) {}
 }
-
-impl_store!(SqliteStore);

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::NewCallback;
-use crate::store::Store;
-use crate::store::fault::is_unavailable;
+use crate::store::{CallbackStore, StoreError};
 
 /// Most registrations written in one statement.
 const MAX_BATCH: usize = 256;
 
-type Outcome = Result<(), Arc<sqlx::Error>>;
+type Outcome = Result<(), StoreError>;
 type Reply = oneshot::Sender<Outcome>;
 
 #[derive(Clone)]
@@ -26,7 +25,7 @@ pub struct CallbackWriter {
 
 impl CallbackWriter {
     /// Starts the writing task; it ends when the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn CallbackStore>) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(write_batches(store, pending));
         Self { queue }
@@ -38,14 +37,15 @@ impl CallbackWriter {
         self.queue
             .send((callback, reply))
             .await
-            .map_err(|_| Arc::new(sqlx::Error::PoolClosed))?;
-        answer
-            .await
-            .unwrap_or(Err(Arc::new(sqlx::Error::PoolClosed)))
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.unwrap_or(Err(StoreError::WriterStopped))
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(NewCallback, Reply)>) {
+async fn write_batches(
+    store: Arc<dyn CallbackStore>,
+    mut pending: mpsc::Receiver<(NewCallback, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // One statement may not touch a row twice: of repeated keys the last one wins, and
@@ -80,22 +80,22 @@ fn key(callback: &NewCallback) -> (&str, &str, &str) {
 /// statement for a reason other than being unavailable, one row may be to blame: each row is
 /// then written alone, so every other row still commits and the bad one gets its own error.
 async fn write(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn CallbackStore>,
     batch: &[(NewCallback, Reply)],
     rows: &[usize],
 ) -> HashMap<usize, Outcome> {
     let callbacks: Vec<NewCallback> = rows.iter().map(|&i| batch[i].0.clone()).collect();
     let shared = match store.upsert_callbacks(&callbacks).await {
-        Err(error) if rows.len() > 1 && !is_unavailable(&error) => {
+        Err(error) if rows.len() > 1 && !error.is_unavailable() => {
             tracing::warn!(%error, rows = rows.len(), "a coalesced create failed; writing its rows one by one");
             let mut outcomes = HashMap::with_capacity(rows.len());
             for (&row, callback) in rows.iter().zip(callbacks) {
-                let outcome = store.upsert_callbacks(&[callback]).await.map_err(Arc::new);
+                let outcome = store.upsert_callbacks(&[callback]).await;
                 outcomes.insert(row, outcome);
             }
             return outcomes;
         }
-        result => result.map_err(Arc::new),
+        result => result,
     };
     rows.iter().map(|&row| (row, shared.clone())).collect()
 }

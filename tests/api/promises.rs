@@ -306,7 +306,7 @@ async fn retries_get_at_most_a_quarter_of_the_slots_while_fresh_events_wait(back
             .unwrap()
         })
         .collect();
-    intake::publish(&store, &tokio::sync::Notify::new(), events)
+    intake::publish(store.clone(), &tokio::sync::Notify::new(), events)
         .await
         .unwrap();
     db.execute("UPDATE deliveries SET attempts = 1 WHERE id % 2 = 0")

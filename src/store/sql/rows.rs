@@ -1,9 +1,10 @@
-//! Row shapes shared by both backends and their conversion into domain types.
+//! Row shapes and their conversion into domain types.
 
 use crate::domain::{
     Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member, ProjectId,
 };
 use crate::secrets::{Sealer, Secret};
+use crate::store::{StoreError, StoreResult};
 
 /// Columns of `callbacks` as the list query returns them.
 pub const CALLBACK_COLUMNS: &str = "id, project_id, url, event, region, enabled, \
@@ -36,8 +37,8 @@ pub struct MemberRow {
     updated_at: i64,
 }
 
-/// A stored value that no longer parses is corruption, reported as a decode error.
-pub fn decode<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, sqlx::Error>
+/// A stored value that no longer parses is corruption.
+pub(super) fn decode<T: std::str::FromStr>(column: &'static str, value: &str) -> StoreResult<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
@@ -45,26 +46,23 @@ where
 }
 
 /// A stored project id: the global scope is one too.
-fn decode_project(value: &str) -> Result<ProjectId, sqlx::Error> {
+fn decode_project(value: &str) -> StoreResult<ProjectId> {
     decode_with("project_id", value, ProjectId::from_stored)
 }
 
 fn decode_with<T, E>(
-    column: &str,
+    column: &'static str,
     value: &str,
     parse: impl FnOnce(&str) -> Result<T, E>,
-) -> Result<T, sqlx::Error>
+) -> StoreResult<T>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    parse(value).map_err(|e| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(e),
-    })
+    parse(value).map_err(|e| StoreError::corrupt(column, e))
 }
 
 impl TryFrom<CallbackRow> for Callback {
-    type Error = sqlx::Error;
+    type Error = StoreError;
 
     fn try_from(row: CallbackRow) -> Result<Self, Self::Error> {
         Ok(Self {
@@ -86,7 +84,7 @@ impl TryFrom<CallbackRow> for Callback {
 }
 
 impl TryFrom<MemberRow> for Member {
-    type Error = sqlx::Error;
+    type Error = StoreError;
 
     fn try_from(row: MemberRow) -> Result<Self, Self::Error> {
         Ok(Self {
@@ -121,26 +119,19 @@ fn open_token(
     stored: Option<String>,
     project: &str,
     url: &str,
-) -> Result<Option<Secret>, sqlx::Error> {
+) -> StoreResult<Option<Secret>> {
     stored
         .map(|stored| {
             sealer
                 .open_token(&stored, project, url)
                 .map(Secret::new)
-                .map_err(|e| sqlx::Error::ColumnDecode {
-                    index: "secret_token".to_owned(),
-                    source: Box::new(e),
-                })
+                .map_err(|e| StoreError::corrupt("secret_token", e))
         })
         .transpose()
 }
 
 impl ClaimRow {
-    pub fn into_claimed(
-        self,
-        claim_token: &str,
-        sealer: &Sealer,
-    ) -> Result<ClaimedDelivery, sqlx::Error> {
+    pub fn into_claimed(self, claim_token: &str, sealer: &Sealer) -> StoreResult<ClaimedDelivery> {
         let target = match (self.enabled, self.callback_project, self.url) {
             (Some(true), Some(project), Some(url)) => Some(DeliveryTarget {
                 secret_token: open_token(sealer, self.secret_token, &project, &url)?,
@@ -187,14 +178,11 @@ pub struct HistoryRow {
 }
 
 impl TryFrom<HistoryRow> for HistoryEntry {
-    type Error = sqlx::Error;
+    type Error = StoreError;
 
     fn try_from(row: HistoryRow) -> Result<Self, Self::Error> {
-        let request_headers =
-            serde_json::from_str(&row.request_headers).map_err(|e| sqlx::Error::ColumnDecode {
-                index: "request_headers".to_owned(),
-                source: Box::new(e),
-            })?;
+        let request_headers = serde_json::from_str(&row.request_headers)
+            .map_err(|e| StoreError::corrupt("request_headers", e))?;
         Ok(Self {
             id: row.id,
             created_at: row.created_at,
@@ -226,7 +214,7 @@ pub struct TargetRow {
 }
 
 impl TargetRow {
-    pub fn into_target(self, sealer: &Sealer) -> Result<DeliveryTarget, sqlx::Error> {
+    pub fn into_target(self, sealer: &Sealer) -> StoreResult<DeliveryTarget> {
         Ok(DeliveryTarget {
             secret_token: open_token(sealer, self.secret_token, &self.project_id, &self.url)?,
             project_id: decode_project(&self.project_id)?,

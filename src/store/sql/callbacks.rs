@@ -1,0 +1,118 @@
+//! The `callbacks` table: registrations.
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use super::rows::{CALLBACK_COLUMNS, CallbackRow};
+use super::{Backend, RowsAffected, SqlStore, json_rows};
+use crate::domain::{
+    Callback, CallbackId, NewCallback, PageRequest, ProjectId, UserId, now_millis,
+};
+use crate::store::{CallbackStore, StoreResult};
+
+#[async_trait]
+impl<B: Backend> CallbackStore for SqlStore<B>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> i32: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<&'q str>: Encode<'q, B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    async fn upsert_callbacks(&self, callbacks: &[NewCallback]) -> StoreResult<()> {
+        let rows = callbacks.iter().map(|c| {
+            serde_json::json!({
+                "p": c.project_id.as_str(),
+                "u": c.url,
+                "e": c.event.as_str(),
+                "r": c.region.as_str(),
+                "t": c.secret_token.as_ref().map(|token| {
+                    self.sealer.seal_token(token.expose(), c.project_id.as_str(), &c.url)
+                }),
+                "w": c.user.as_str(),
+            })
+        });
+        sqlx::query(&format!(
+            "INSERT INTO callbacks (project_id, url, event, region, secret_token, enabled, \
+                 creator, updater, created_at, updated_at) \
+             SELECT value->>'p', value->>'u', value->>'e', value->>'r', value->>'t', TRUE, \
+                 value->>'w', value->>'w', $2, $2 \
+             FROM {} WHERE TRUE \
+             ON CONFLICT (project_id, url, event) DO UPDATE SET \
+                 region = excluded.region, secret_token = excluded.secret_token, \
+                 enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
+                 updater = excluded.updater, updated_at = excluded.updated_at",
+            B::JSON_ROWS
+        ))
+        .bind(json_rows(rows))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_callbacks(
+        &self,
+        project: &ProjectId,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<Callback>)> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM callbacks WHERE project_id = $1")
+            .bind(project.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<CallbackRow> = sqlx::query_as(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE project_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(project.as_str())
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let records = rows
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<StoreResult<_>>()?;
+        Ok((count.unsigned_abs(), records))
+    }
+
+    async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM callbacks WHERE project_id = $1 AND id = $2")
+            .bind(project.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_callback_enabled(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+        user: &UserId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool> {
+        // Enabling clears the failure state; disabling keeps it and records why.
+        let done = sqlx::query(
+            "UPDATE callbacks SET enabled = $3, updater = $4, updated_at = $5, \
+                 disabled_reason = $6, \
+                 failure_time = CASE WHEN $3 THEN NULL ELSE failure_time END \
+             WHERE project_id = $1 AND id = $2",
+        )
+        .bind(project.as_str())
+        .bind(id)
+        .bind(enabled)
+        .bind(user.as_str())
+        .bind(now_millis())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

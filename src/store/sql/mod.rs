@@ -1,0 +1,105 @@
+//! The store, written once for both databases. PostgreSQL and SQLite accept the same SQL here
+//! (`$n` parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`, epoch-millisecond integers), so
+//! `SqlStore<B>` holds all of it, grouped by aggregate in this folder, and a `Backend` supplies
+//! only what differs: a few SQL fragments, migrations, readiness and cross-process wake-ups.
+//!
+//! Every `impl` of a store trait in this folder carries the same `where` clause: the sqlx
+//! capabilities the queries use (executors, and the column types bound and read). Rust does not
+//! carry such bounds from a trait to its users, so each impl states them.
+
+mod callbacks;
+mod history;
+mod intake;
+mod maintenance;
+mod members;
+mod outcomes;
+mod queue;
+mod rows;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{Database, Pool};
+use tokio::sync::Notify;
+
+use crate::secrets::Sealer;
+
+/// What one database does its own way.
+pub trait Backend: Send + Sync + 'static {
+    type Db: Database<QueryResult: RowsAffected>;
+
+    /// A table function over the JSON array bound as `$1`, one row per element in a column
+    /// `value`: bulk statements bind one JSON array instead of N parameters.
+    const JSON_ROWS: &'static str;
+    /// The row-locking clause that lets concurrent claimers pass each other.
+    const SKIP_LOCKED: &'static str;
+    /// How a write transaction starts.
+    const BEGIN: &'static str;
+    /// A statement run in the intake transaction to wake other processes, if the database can.
+    const WAKE_SQL: Option<&'static str>;
+
+    /// Applies this backend's embedded migrations.
+    fn migrate(pool: &Pool<Self::Db>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Whether the database takes writes now (see `Maintenance::ready`).
+    fn check_ready(
+        &self,
+        pool: &Pool<Self::Db>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Wakes `wake` whenever another process commits new deliveries, for as long as the
+    /// process runs; returns at once when the database cannot tell.
+    fn watch(&self, pool: &Pool<Self::Db>, wake: Arc<Notify>) -> impl Future<Output = ()> + Send;
+}
+
+/// How many rows a statement changed (each driver has its own result type).
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+pub struct SqlStore<B: Backend> {
+    pool: Pool<B::Db>,
+    /// The pool claims commit through (see the backend's `connect`).
+    leases: Pool<B::Db>,
+    /// Seals callback tokens on every write and opens them on every read for delivery.
+    sealer: Sealer,
+    backend: B,
+}
+
+impl<B: Backend> SqlStore<B> {
+    pub fn new(backend: B, pool: Pool<B::Db>, leases: Pool<B::Db>, sealer: Sealer) -> Self {
+        Self {
+            pool,
+            leases,
+            sealer,
+            backend,
+        }
+    }
+}
+
+/// Rows for `Backend::JSON_ROWS`, as the one JSON array bound to a bulk statement.
+fn json_rows(rows: impl IntoIterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::from_iter(rows).to_string()
+}
+
+/// Text as both databases can hold it: PostgreSQL refuses NUL in text, so NUL (which a hostile
+/// receiver can put in its answer) becomes U+FFFD on both backends alike.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
+}

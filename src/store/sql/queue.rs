@@ -1,0 +1,246 @@
+//! The `events` and `deliveries` tables as a queue: intake, leases, outcomes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use tokio::sync::Notify;
+
+use super::intake::{CallbackTarget, Routing, project_rows};
+use super::outcomes::{EffectStatements, attempt_rows, effect_rows, state_rows};
+use super::rows::{ClaimRow, TargetRow};
+use super::{Backend, RowsAffected, SqlStore, json_rows};
+use crate::domain::{
+    CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis, Lane, NewEvent,
+    Published, now_millis,
+};
+use crate::store::{Claim, DeliveryQueue, DisableRule, StoreResult};
+
+#[async_trait]
+impl<B: Backend> DeliveryQueue for SqlStore<B>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> i32: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
+        let now = now_millis();
+        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let callbacks: Vec<CallbackTarget> = sqlx::query_as(&format!(
+            "SELECT id, project_id, event, url FROM callbacks \
+             WHERE enabled AND project_id IN (SELECT value->>'p' FROM {})",
+            B::JSON_ROWS
+        ))
+        .bind(project_rows(events))
+        .fetch_all(&mut *tx)
+        .await?;
+        let routing = Routing::new(events, &callbacks);
+        // `WHERE TRUE` keeps SQLite from reading ON CONFLICT as a join constraint.
+        let inserted: Vec<(i64, String, String)> = sqlx::query_as(&format!(
+            "INSERT INTO events (project_id, event_id, event, body, deliveries, created_at) \
+             SELECT value->>'p', value->>'i', value->>'e', value->>'b', CAST(value->>'n' AS INTEGER), $2 \
+             FROM {} WHERE TRUE \
+             ON CONFLICT (project_id, event_id) DO NOTHING \
+             RETURNING id, project_id, event_id",
+            B::JSON_ROWS
+        ))
+        .bind(routing.event_rows())
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (deliveries, mut answers) = routing.deliveries_of(inserted);
+        if !deliveries.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO deliveries (event_pk, callback_id, host, status, attempts, \
+                     next_attempt_at, created_at, updated_at) \
+                 SELECT CAST(value->>'v' AS BIGINT), CAST(value->>'c' AS BIGINT), value->>'h', \
+                     'PENDING', 0, $2, $2, $2 \
+                 FROM {}",
+                B::JSON_ROWS
+            ))
+            .bind(json_rows(deliveries))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(wake) = B::WAKE_SQL {
+                sqlx::query(wake).execute(&mut *tx).await?;
+            }
+        }
+        if let Some(repeated) = routing.repeated_rows(&answers) {
+            let earlier: Vec<(String, String, i32)> = sqlx::query_as(&format!(
+                "SELECT e.project_id, e.event_id, e.deliveries FROM events e \
+                 JOIN {} AS j ON e.project_id = j.value->>'p' AND e.event_id = j.value->>'i'",
+                B::JSON_ROWS
+            ))
+            .bind(repeated)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (project, event_id, deliveries) in earlier {
+                answers.insert((project, event_id), deliveries.unsigned_abs());
+            }
+        }
+        tx.commit().await?;
+        routing.published(&answers)
+    }
+
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let busy = json_rows(
+            claim
+                .busy_hosts
+                .iter()
+                .map(|h| serde_json::json!({ "h": h })),
+        );
+        let claimed = sqlx::query(&format!(
+            "WITH due AS (SELECT id FROM deliveries \
+                 WHERE status = 'PENDING' AND next_attempt_at <= $2 \
+                   AND (lease_until IS NULL OR lease_until <= $2) \
+                   AND (attempts = 0) = $6 \
+                   AND host NOT IN (SELECT value->>'h' FROM {}) \
+                 ORDER BY next_attempt_at LIMIT $3 {}) \
+             UPDATE deliveries SET lease_until = $4, claim_token = $5 \
+             WHERE id IN (SELECT id FROM due)",
+            B::JSON_ROWS,
+            B::SKIP_LOCKED
+        ))
+        .bind(busy)
+        .bind(claim.now)
+        .bind(i64::from(claim.limit))
+        .bind(claim.lease_until)
+        .bind(&token)
+        .bind(claim.lane == Lane::First)
+        .execute(&self.leases)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "SELECT d.id, d.host, d.attempts, d.callback_id, e.event, e.body, \
+                 cb.project_id AS callback_project, cb.url, cb.secret_token, cb.enabled \
+             FROM deliveries d JOIN events e ON e.id = d.event_pk \
+             LEFT JOIN callbacks cb ON cb.id = d.callback_id \
+             WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
+        )
+        .bind(&token)
+        .fetch_all(&self.leases)
+        .await?;
+        rows.into_iter()
+            .map(|row| row.into_claimed(&token, &self.sealer))
+            .collect()
+    }
+
+    async fn defer_host(
+        &self,
+        host: &str,
+        now: EpochMillis,
+        until: EpochMillis,
+    ) -> StoreResult<u64> {
+        let moved = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 \
+             WHERE status = 'PENDING' AND host = $1 AND next_attempt_at <= $2 \
+               AND (lease_until IS NULL OR lease_until <= $2)",
+        )
+        .bind(host)
+        .bind(now)
+        .bind(until)
+        .execute(&self.leases)
+        .await?;
+        Ok(moved.rows_affected())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>> {
+        let due = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries \
+             WHERE status = 'PENDING' AND lease_until IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        disable: &DisableRule,
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        if let Some(attempts) = attempt_rows(outcomes) {
+            sqlx::query(&format!(
+                "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
+                     event, status, attempt, error_msg, request_headers, request_body, \
+                     response_code, response_body, start_time, end_time, created_at) \
+                 SELECT CAST(value->>'delivery_id' AS BIGINT), CAST(value->>'callback_id' AS BIGINT), \
+                     value->>'project_id', value->>'url', value->>'event', value->>'status', \
+                     CAST(value->>'attempt' AS INTEGER), value->>'error_msg', \
+                     value->>'request_headers', value->>'request_body', \
+                     CAST(value->>'response_code' AS INTEGER), value->>'response_body', \
+                     CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2 \
+                 FROM {}",
+                B::JSON_ROWS
+            ))
+            .bind(attempts)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&format!(
+            "UPDATE deliveries SET status = j.status, attempts = j.attempts, \
+                 next_attempt_at = j.next_attempt_at, last_error = j.last_error, \
+                 lease_until = NULL, claim_token = NULL, updated_at = $2 \
+             FROM (SELECT CAST(value->>'id' AS BIGINT) AS id, value->>'token' AS token, \
+                     value->>'status' AS status, CAST(value->>'attempts' AS INTEGER) AS attempts, \
+                     CAST(value->>'next_attempt_at' AS BIGINT) AS next_attempt_at, \
+                     value->>'last_error' AS last_error \
+                   FROM {}) AS j \
+             WHERE deliveries.id = j.id AND deliveries.claim_token = j.token",
+            B::JSON_ROWS
+        ))
+        .bind(state_rows(outcomes))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(effects) = effect_rows(outcomes) {
+            let sql = EffectStatements::new(B::JSON_ROWS);
+            for clock in [&sql.clear, &sql.start] {
+                sqlx::query(clock).bind(&effects).execute(&mut *tx).await?;
+            }
+            sqlx::query(&sql.gone)
+                .bind(&effects)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&sql.expire)
+                .bind(&effects)
+                .bind(now)
+                .bind(disable.cutoff)
+                .bind(&disable.reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>> {
+        let row: Option<TargetRow> =
+            sqlx::query_as("SELECT project_id, url, secret_token FROM callbacks WHERE id = $1")
+                .bind(callback)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| row.into_target(&self.sealer)).transpose()
+    }
+
+    async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
+        self.backend.watch(&self.pool, wake).await
+    }
+}
