@@ -374,6 +374,11 @@ pub type CallbackId = i64;
 /// Milliseconds since the Unix epoch, the time unit of the API and of both databases.
 pub type EpochMillis = i64;
 
+/// A duration in the unit of `EpochMillis` (saturating).
+pub fn millis(duration: std::time::Duration) -> EpochMillis {
+    EpochMillis::try_from(duration.as_millis()).unwrap_or(EpochMillis::MAX)
+}
+
 pub fn now_millis() -> EpochMillis {
     chrono::Utc::now().timestamp_millis()
 }

@@ -3,7 +3,9 @@
 //! - `intake`: an accepted event and its deliveries are committed in one transaction (the
 //!   deliveries table is the outbox), then the workers are woken.
 //! - `worker`: leases due deliveries, sends them outside any transaction, records every attempt.
-//! - `outcome`: what an attempt's result means (delivered, gone, failed), for every sender.
+//! - `outcome`: what an attempt's result means (delivered, gone, failed) and the outcome it
+//!   records, for the worker and the manual re-send alike.
+//! - `resend`: the manual re-send of one history row.
 //! - `sender`: the HTTP request, its headers and signature, and the connect-time SSRF check.
 //! - `retry`: the schedule of later attempts.
 //! - `retention`: deletes old history and finished deliveries.
@@ -11,6 +13,7 @@
 
 pub mod intake;
 pub mod outcome;
+pub mod resend;
 pub mod retention;
 pub mod retry;
 pub mod sender;

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::worker::millis;
-use crate::domain::now_millis;
+use crate::domain::{millis, now_millis};
 use crate::store::Store;
 use crate::store::warn_unless_unavailable;
 

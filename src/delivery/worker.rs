@@ -18,12 +18,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::delivery::outcome::Verdict;
+use crate::delivery::outcome;
 use crate::delivery::retry::{HumanDuration, RetrySchedule};
 use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
     Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
-    EpochMillis, Lane, now_millis,
+    EpochMillis, Lane, millis, now_millis,
 };
 use crate::secrets::Secret;
 use crate::store::{Claim, DisableRule, Store};
@@ -34,8 +34,6 @@ use crate::telemetry::names;
 const MAX_CLAIM: usize = 256;
 /// Most outcomes written in one transaction.
 const MAX_RECORD_BATCH: usize = 512;
-/// Longest wait a `Retry-After` may impose.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// A host at its cap with no attempt finished for this long is stalled: once per this period its
 /// due deliveries are moved out of the claims' way for one delivery timeout.
 const STALL: Duration = Duration::from_secs(1);
@@ -401,41 +399,27 @@ impl Workers {
             delivery.body,
         )
         .await;
-        let end = attempt.end_time;
-        let verdict = Verdict::of(&result);
-        let (status, next_attempt_at) = match verdict {
-            Verdict::Delivered => (DeliveryStatus::Success, end),
-            Verdict::Gone => (DeliveryStatus::Failed, end),
-            Verdict::Failed => match self.retry.delay_after(number) {
-                Some(delay) => {
-                    let asked = result.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
-                    (DeliveryStatus::Pending, end + millis(delay.max(asked)))
-                }
-                None => (DeliveryStatus::Failed, end),
-            },
-        };
-        let effect = verdict.effect(attempt.start_time);
-        let outcome = match status {
+        let retry = self.retry.delay_after(number);
+        let outcome = outcome::of_attempt(
+            delivery.id,
+            Some(delivery.claim_token),
+            attempt,
+            result,
+            retry,
+        );
+        let label = match outcome.status {
             DeliveryStatus::Success => "success",
             DeliveryStatus::Pending => "retry",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Cancelled => "cancelled",
         };
-        metrics::counter!(names::DELIVERIES, "outcome" => outcome).increment(1);
-        metrics::histogram!(names::ATTEMPT_DURATION).record(
-            Duration::from_millis(u64::try_from(end - attempt.start_time).unwrap_or(0))
-                .as_secs_f64(),
-        );
-        DeliveryOutcome {
-            delivery_id: delivery.id,
-            claim_token: Some(delivery.claim_token),
-            status,
-            attempts: number,
-            next_attempt_at,
-            last_error: result.error,
-            attempt: Some(attempt),
-            effect: Some(effect),
+        metrics::counter!(names::DELIVERIES, "outcome" => label).increment(1);
+        if let Some(attempt) = &outcome.attempt {
+            let took = u64::try_from(attempt.end_time - attempt.start_time).unwrap_or(0);
+            metrics::histogram!(names::ATTEMPT_DURATION)
+                .record(Duration::from_millis(took).as_secs_f64());
         }
+        outcome
     }
 }
 
@@ -624,8 +608,4 @@ impl Recorder {
             tracing::error!(%error, delivery = outcome.delivery_id, "an outcome could not be recorded even without the receiver's answer; its lease will expire");
         }
     }
-}
-
-pub fn millis(duration: Duration) -> EpochMillis {
-    EpochMillis::try_from(duration.as_millis()).unwrap_or(EpochMillis::MAX)
 }

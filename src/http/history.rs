@@ -8,12 +8,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::delivery::outcome::Verdict;
+use crate::delivery::resend;
 use crate::delivery::sender::masked;
-use crate::delivery::worker::{disable_rule, send_attempt};
 use crate::domain::{
-    AttemptStatus, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryStatus, EpochMillis,
-    HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
+    Page, ProjectId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorEnvelope};
@@ -230,45 +229,19 @@ async fn retry(
         .find_history(&scope.project, id)
         .await?
         .ok_or(AppError::HistoryNotFound(id))?;
-    let original = entry.attempt;
     let target = state
         .store
-        .delivery_target(original.callback_id)
+        .delivery_target(entry.attempt.callback_id)
         .await?
-        .ok_or(AppError::CallbackNotFound(original.callback_id))?;
+        .ok_or(AppError::CallbackNotFound(entry.attempt.callback_id))?;
     state.vet_callback_url(target.url.clone()).await?;
-    // Sending and recording run in their own task: a client that goes away cannot cut them apart.
-    let resend = tokio::spawn(async move {
-        let delivery_id = original.delivery_id.unwrap_or(entry.id);
-        let (attempt, result) = send_attempt(
-            &state.sender,
-            &target,
-            delivery_id,
-            original.callback_id,
-            original.event,
-            original.attempt + 1,
-            original.request_body,
-        )
-        .await;
-        // A manual re-send is not retried: anything but a delivery is a failure.
-        let verdict = Verdict::of(&result);
-        let outcome = DeliveryOutcome {
-            delivery_id,
-            claim_token: None,
-            status: match verdict {
-                Verdict::Delivered => DeliveryStatus::Success,
-                Verdict::Gone | Verdict::Failed => DeliveryStatus::Failed,
-            },
-            attempts: attempt.attempt,
-            next_attempt_at: attempt.end_time,
-            last_error: result.error.clone(),
-            effect: Some(verdict.effect(attempt.start_time)),
-            attempt: Some(attempt),
-        };
-        let rule = disable_rule(state.config.callback_disable_after);
-        state.store.record_outcomes(&[outcome], &rule).await?;
-        Ok::<_, AppError>(result.error)
-    });
+    let resend = tokio::spawn(resend::resend(
+        state.sender.clone(),
+        state.store.clone(),
+        state.config.callback_disable_after,
+        entry,
+        target,
+    ));
     let error = resend
         .await
         .map_err(|e| AppError::Internal(format!("re-send task failed: {e}")))??;
