@@ -22,11 +22,11 @@ use crate::delivery::outcome;
 use crate::delivery::retry::{HumanDuration, RetrySchedule};
 use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
-    Attempt, AttemptStatus, ClaimedDelivery, DeliveryOutcome, DeliveryStatus, DeliveryTarget,
-    EpochMillis, Lane, millis, now_millis,
+    Attempt, AttemptStatus, DeliveryOutcome, DeliveryStatus, DeliveryTarget, EpochMillis, millis,
+    now_millis,
 };
 use crate::secrets::Secret;
-use crate::store::{Claim, DisableRule, Store};
+use crate::store::{Claim, ClaimedDelivery, DisableRule, Lane, Store};
 use crate::store::{StoreError, warn_unless_unavailable};
 use crate::telemetry::names;
 

@@ -10,13 +10,13 @@ use tokio::sync::Notify;
 
 use super::fault::Faults;
 use super::{
-    CallbackStore, Claim, DeliveryQueue, DisableRule, HistoryStore, Maintenance, MemberStore,
-    QueueStats, SecretTokenCounts, StoreResult,
+    CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, Maintenance,
+    MemberStore, QueueStats, SecretTokenCounts, StoreResult,
 };
 use crate::domain::{
-    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis,
-    HistoryEntry, HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId,
-    Published, UserId,
+    Callback, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, HistoryEntry,
+    HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId, Published,
+    UserId,
 };
 
 pub struct Guarded<S> {

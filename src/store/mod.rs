@@ -24,12 +24,36 @@ use crate::secrets::Sealer;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    Callback, CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis,
-    HistoryEntry, HistoryFilter, Lane, Member, MemberRole, NewCallback, NewEvent, PageRequest,
-    ProjectId, Published, UserId,
+    Callback, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis,
+    HistoryEntry, HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId,
+    Published, UserId,
 };
 
-/// What `Store::claim_due` takes.
+/// A leased delivery with what is needed to send it. `target` is `None` when the callback
+/// was deleted or disabled after the event was accepted.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub claim_token: String,
+    /// The callback URL's host, for the per-host cap.
+    pub host: String,
+    /// Attempts already made before this one.
+    pub attempts: u32,
+    pub callback_id: CallbackId,
+    pub event: CallbackEvent,
+    pub body: String,
+    pub target: Option<DeliveryTarget>,
+}
+
+/// Which due deliveries a claim takes: first attempts and retries are claimed separately, so a
+/// backlog of retries cannot make fresh events wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    First,
+    Retry,
+}
+
+/// What `DeliveryQueue::claim_due` takes.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
     pub now: EpochMillis,

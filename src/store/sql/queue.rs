@@ -11,10 +11,9 @@ use super::outcomes::{EffectStatements, attempt_rows, effect_rows, state_rows};
 use super::rows::{ClaimRow, TargetRow};
 use super::{Backend, RowsAffected, SqlStore, json_rows};
 use crate::domain::{
-    CallbackId, ClaimedDelivery, DeliveryOutcome, DeliveryTarget, EpochMillis, Lane, NewEvent,
-    Published, now_millis,
+    CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, NewEvent, Published, now_millis,
 };
-use crate::store::{Claim, DeliveryQueue, DisableRule, StoreResult};
+use crate::store::{Claim, ClaimedDelivery, DeliveryQueue, DisableRule, Lane, StoreResult};
 
 #[async_trait]
 impl<B: Backend> DeliveryQueue for SqlStore<B>

@@ -1,10 +1,8 @@
 //! Row shapes and their conversion into domain types.
 
-use crate::domain::{
-    Attempt, Callback, ClaimedDelivery, DeliveryTarget, HistoryEntry, Member, ProjectId,
-};
+use crate::domain::{Attempt, Callback, DeliveryTarget, HistoryEntry, Member, ProjectId};
 use crate::secrets::{Sealer, Secret};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{ClaimedDelivery, StoreError, StoreResult};
 
 /// Columns of `callbacks` as the list query returns them.
 pub const CALLBACK_COLUMNS: &str = "id, project_id, url, event, region, enabled, \

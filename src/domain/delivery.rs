@@ -1,0 +1,117 @@
+//! Events, their deliveries, attempts and history.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AttemptStatus, CallbackEvent, CallbackId, DeliveryStatus, EpochMillis, EventId, ProjectId,
+};
+use crate::secrets::Secret;
+
+/// An event accepted for delivery; `body` is the exact JSON every matching callback receives.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub project_id: ProjectId,
+    pub event_id: EventId,
+    pub event: CallbackEvent,
+    pub body: String,
+}
+
+/// What the intake answers for one event (the original answer when the event id was seen before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub event_id: EventId,
+    pub deliveries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryTarget {
+    pub project_id: ProjectId,
+    pub url: String,
+    pub secret_token: Option<Secret>,
+}
+
+/// One request header as history keeps it (secrets masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
+}
+
+/// One attempt, as recorded in history.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery_id: Option<i64>,
+    pub callback_id: CallbackId,
+    pub project_id: ProjectId,
+    pub url: String,
+    pub event: CallbackEvent,
+    pub status: AttemptStatus,
+    pub attempt: u32,
+    pub error_msg: Option<String>,
+    pub request_headers: Vec<HeaderPair>,
+    pub request_body: String,
+    pub response_code: Option<u16>,
+    pub response_body: Option<String>,
+    pub start_time: EpochMillis,
+    pub end_time: EpochMillis,
+}
+
+/// What a worker writes back: the delivery's new state (when it held the delivery's lease), the
+/// attempt if one was made, and what the attempt means for its callback.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub delivery_id: i64,
+    /// The lease the new state is written under; `None` for a manual re-send, which leaves the
+    /// delivery's own state alone.
+    pub claim_token: Option<String>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: EpochMillis,
+    pub last_error: Option<String>,
+    pub attempt: Option<Attempt>,
+    pub effect: Option<CallbackEffect>,
+}
+
+impl DeliveryOutcome {
+    /// The same outcome with what the receiver sent (its answer's body, and error texts that may
+    /// quote it) replaced by `note`, for when the database refuses the outcome as it is.
+    pub fn without_receiver_text(&self, note: &str) -> Self {
+        let mut stripped = self.clone();
+        stripped.last_error = stripped.last_error.map(|_| note.to_owned());
+        if let Some(attempt) = &mut stripped.attempt {
+            attempt.response_body = None;
+            attempt.error_msg = Some(note.to_owned());
+        }
+        stripped
+    }
+}
+
+/// How an attempt changes its callback's failure state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackEffect {
+    /// Any success clears the failure state.
+    Succeeded,
+    /// A failure starts the failure clock (if not running) at `since`; a clock older than
+    /// `CALLBACK_DISABLE_AFTER` disables the callback.
+    Failed { since: EpochMillis },
+    /// The receiver answered 410 Gone: disable at once.
+    Gone,
+}
+
+/// A stored attempt with its id and creation time.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub created_at: EpochMillis,
+    pub attempt: Attempt,
+}
+
+/// Filters of the history API; the window is inclusive, in epoch ms.
+#[derive(Debug, Clone)]
+pub struct HistoryFilter {
+    pub url: Option<String>,
+    pub event: Option<CallbackEvent>,
+    pub from: EpochMillis,
+    pub to: EpochMillis,
+}

@@ -1,0 +1,97 @@
+//! Domain types, parsed once at the edge so the rest of the code never sees raw strings. They
+//! depend on nothing else in the crate but `secrets::Secret`.
+
+mod callback;
+mod delivery;
+mod ids;
+mod names;
+mod url;
+
+use serde::Serialize;
+
+pub use callback::{Callback, Member, NewCallback};
+pub use delivery::{
+    Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
+    HistoryFilter, NewEvent, Published,
+};
+pub use ids::{ALL_PROJECTS, EventId, InvalidId, ProjectId, UserId};
+pub use names::{
+    ApigwType, AttemptStatus, CallbackEvent, DeliveryStatus, MemberRole, Region, UnknownValue,
+};
+pub use url::{CallbackUrl, InvalidUrl};
+
+/// The numeric id of a callback registration.
+pub type CallbackId = i64;
+
+/// Milliseconds since the Unix epoch, the time unit of the API and of both databases.
+pub type EpochMillis = i64;
+
+/// A duration in the unit of `EpochMillis` (saturating).
+pub fn millis(duration: std::time::Duration) -> EpochMillis {
+    EpochMillis::try_from(duration.as_millis()).unwrap_or(EpochMillis::MAX)
+}
+
+pub fn now_millis() -> EpochMillis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A validated page request: `page` ≥ 1, `page_size` in 1..=MAX_PAGE_SIZE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT_PAGE_SIZE: u32 = 20;
+    pub const MAX_PAGE_SIZE: u32 = 100;
+
+    pub fn offset(self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+
+    pub fn limit(self) -> i64 {
+        i64::from(self.page_size)
+    }
+}
+
+/// One page of results, in bk-ci's `Page` shape.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub count: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+    pub records: Vec<T>,
+}
+
+impl<T> Page<T> {
+    pub fn new(request: PageRequest, count: u64, records: Vec<T>) -> Self {
+        Self {
+            count,
+            page: request.page,
+            page_size: request.page_size,
+            total_pages: count.div_ceil(u64::from(request.page_size)),
+            records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_maths() {
+        let request = PageRequest {
+            page: 3,
+            page_size: 20,
+        };
+        assert_eq!(request.offset(), 40);
+        let page = Page::new(request, 41, Vec::<()>::new());
+        assert_eq!(page.total_pages, 3);
+        assert_eq!(Page::new(request, 0, Vec::<()>::new()).total_pages, 0);
+        assert_eq!(Page::new(request, 40, Vec::<()>::new()).total_pages, 2);
+    }
+}
