@@ -6,14 +6,14 @@ use async_trait::async_trait;
 
 use super::{Permission, Source, Undecided};
 use crate::domain::{MemberRole, ProjectId, UserId};
-use crate::store::Store;
+use crate::store::MemberStore;
 
 pub struct LocalMembers {
-    store: Arc<dyn Store>,
+    store: Arc<dyn MemberStore>,
 }
 
 impl LocalMembers {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn MemberStore>) -> Self {
         Self { store }
     }
 }

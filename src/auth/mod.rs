@@ -19,7 +19,7 @@ use moka::future::Cache;
 use crate::config::{AuthMode, Config};
 use crate::domain::{ProjectId, UserId};
 use crate::error::{AppError, Result};
-use crate::store::{Store, StoreError};
+use crate::store::{MemberStore, StoreError};
 
 /// Why the local member table cannot be managed under `AUTH_MODE=bkci`.
 pub const MEMBERS_MANAGED_IN_BKCI: &str =
@@ -73,7 +73,7 @@ impl Authority {
     const CACHE_CAPACITY: u64 = 100_000;
 
     /// The authority `AUTH_MODE` names.
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn MemberStore>) -> Self {
         let source: Box<dyn Source> = match &config.auth_mode {
             AuthMode::Local => Box::new(local::LocalMembers::new(store)),
             AuthMode::BkCi(service) => Box::new(bkci::BkCiAuth::new(service)),

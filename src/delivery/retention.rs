@@ -7,14 +7,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{millis, now_millis};
-use crate::store::Store;
+use crate::store::Maintenance;
 use crate::store::warn_unless_unavailable;
 
 const BATCH: u32 = 500;
 
 /// Sweeps every `interval` until `stop` is cancelled.
 pub async fn sweep(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Maintenance>,
     retention: Duration,
     interval: Duration,
     stop: CancellationToken,

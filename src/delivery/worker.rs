@@ -26,7 +26,7 @@ use crate::domain::{
     now_millis,
 };
 use crate::secrets::Secret;
-use crate::store::{Claim, ClaimedDelivery, DisableRule, Lane, Store};
+use crate::store::{Claim, ClaimedDelivery, DeliveryQueue, DisableRule, Lane};
 use crate::store::{StoreError, warn_unless_unavailable};
 use crate::telemetry::names;
 
@@ -41,7 +41,7 @@ const STALL: Duration = Duration::from_secs(1);
 const IDLE_FLOOR: Duration = Duration::from_millis(50);
 
 pub struct Workers {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
     sender: Arc<Sender>,
     retry: RetrySchedule,
     wake: Arc<Notify>,
@@ -65,7 +65,7 @@ pub struct Workers {
 impl Workers {
     pub fn new(
         config: &Config,
-        store: Arc<dyn Store>,
+        store: Arc<dyn DeliveryQueue>,
         sender: Arc<Sender>,
         wake: Arc<Notify>,
     ) -> Self {
@@ -524,7 +524,7 @@ pub fn disable_rule(disable_after: Duration) -> DisableRule {
 /// put-backs) wakes the dispatcher: it went to sleep while they were leased, so its wait does
 /// not know their due time yet.
 async fn record(
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
     mut outcomes: mpsc::Receiver<DeliveryOutcome>,
     disable_after: Duration,
     lease: Duration,
@@ -558,7 +558,7 @@ async fn record(
 }
 
 struct Recorder {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryQueue>,
     disable_after: Duration,
     lease: Duration,
 }
