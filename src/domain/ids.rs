@@ -94,16 +94,10 @@ impl FromStr for UserId {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Err(InvalidId::Blank);
-        }
-        if s.chars().count() > Self::MAX_LEN {
-            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
-        }
-        if s.chars().any(char::is_control) || s.trim() != s {
-            return Err(InvalidId::BadCharacter {
-                allowed: "printable characters, not starting or ending with white space",
-            });
+        const ALLOWED: &str = "printable characters, not starting or ending with white space";
+        printable(s, Self::MAX_LEN, ALLOWED)?;
+        if s.trim() != s {
+            return Err(InvalidId::BadCharacter { allowed: ALLOWED });
         }
         Ok(Self(s.into()))
     }
@@ -136,19 +130,24 @@ impl FromStr for EventId {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Err(InvalidId::Blank);
-        }
-        if s.chars().count() > Self::MAX_LEN {
-            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
-        }
-        if s.chars().any(char::is_control) {
-            return Err(InvalidId::BadCharacter {
-                allowed: "printable characters",
-            });
-        }
+        printable(s, Self::MAX_LEN, "printable characters")?;
         Ok(Self(s.to_owned()))
     }
+}
+
+/// The rule user and event ids share: not blank, at most `max` characters, none of them a
+/// control character (`allowed` describes what is).
+fn printable(s: &str, max: usize, allowed: &'static str) -> Result<(), InvalidId> {
+    if s.trim().is_empty() {
+        return Err(InvalidId::Blank);
+    }
+    if s.chars().count() > max {
+        return Err(InvalidId::TooLong { max });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InvalidId::BadCharacter { allowed });
+    }
+    Ok(())
 }
 
 /// Project id under which global (all-project) callbacks are stored, as in bk-ci.
