@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::auth::gateway::GatewayKey;
-use crate::delivery::retry::{HumanDuration, RetrySchedule};
 use crate::secrets::{Secret, SecretKey};
 
 /// bk-ci's default list of "high-risk" ports (`project.callback.black-ports`).
@@ -20,6 +19,8 @@ pub const DEFAULT_BLOCKED_PORTS: &[u16] = &[
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://devops-callbacks.db";
+
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,3h";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -80,9 +81,10 @@ pub struct Config {
     /// How long a permission decision may be reused (0 disables the cache); refusals are kept
     /// for a fifth of it.
     pub auth_cache_ttl: Duration,
-    /// The API gateway's public key; when set, `/{apigwType}/…` requests need a valid
-    /// `X-Bkapi-JWT`. Unset: `X-DEVOPS-UID` is trusted as sent.
-    pub apigw_public_key: Option<GatewayKey>,
+    /// The file of the API gateway's public key (read and checked by `auth::gateway` at start);
+    /// when set, `/{apigwType}/…` requests need a valid `X-Bkapi-JWT`. Unset: `X-DEVOPS-UID` is
+    /// trusted as sent.
+    pub apigw_public_key_file: Option<PathBuf>,
     /// Seals callback tokens at rest; unset: they are stored as sent.
     pub secret_encryption_key: Option<SecretKey>,
     pub request_timeout: Duration,
@@ -99,7 +101,8 @@ pub struct Config {
     /// Attempts in flight at once in this process.
     pub delivery_concurrency: usize,
     pub delivery_timeout: Duration,
-    pub retry_schedule: RetrySchedule,
+    /// The delays between attempts: one retry per entry; empty (`none`): no retries.
+    pub retry_schedule: Vec<Duration>,
     /// How long a claimed delivery stays reserved for this process; after that (a crash)
     /// another worker may take it. Longer than `delivery_timeout`.
     pub delivery_lease: Duration,
@@ -181,15 +184,9 @@ impl Config {
             time_zone: vars.parsed("TIME_ZONE", chrono_tz::Asia::Shanghai)?,
             auth_mode,
             auth_cache_ttl: Duration::from_secs(vars.parsed("AUTH_CACHE_TTL_SECS", default_ttl)?),
-            apigw_public_key: vars
+            apigw_public_key_file: vars
                 .raw("APIGW_PUBLIC_KEY_FILE")
-                .map(|path| {
-                    GatewayKey::load(path.trim().as_ref()).map_err(|reason| ConfigError {
-                        name: "APIGW_PUBLIC_KEY_FILE",
-                        value: path,
-                        reason,
-                    })
-                })
+                .map(|path| parse_value("APIGW_PUBLIC_KEY_FILE", path))
                 .transpose()?,
             secret_encryption_key: vars
                 .raw("SECRET_ENCRYPTION_KEY")
@@ -206,7 +203,9 @@ impl Config {
             max_header_bytes: vars.parsed("MAX_HEADER_BYTES", 32 * 1024)?,
             delivery_concurrency: vars.parsed("DELIVERY_CONCURRENCY", 64)?,
             delivery_timeout: Duration::from_millis(vars.parsed("DELIVERY_TIMEOUT_MS", 10_000)?),
-            retry_schedule: vars.parsed("DELIVERY_RETRY_SCHEDULE", RetrySchedule::default())?,
+            retry_schedule: vars
+                .parsed("DELIVERY_RETRY_SCHEDULE", RetryDelays::default())?
+                .0,
             delivery_lease: Duration::from_secs(vars.parsed("DELIVERY_LEASE_SECS", 60)?),
             delivery_poll: Duration::from_millis(vars.parsed("DELIVERY_POLL_MS", 1_000)?),
             shutdown_grace: Duration::from_secs(vars.parsed("SHUTDOWN_GRACE_SECS", 20)?),
@@ -311,6 +310,78 @@ impl FromStr for BkCiToken {
             Err(_) => Err("must be visible ASCII (it is sent as a header)"),
         }
     }
+}
+
+/// `DELIVERY_RETRY_SCHEDULE`: the delays between attempts.
+struct RetryDelays(Vec<Duration>);
+
+impl Default for RetryDelays {
+    fn default() -> Self {
+        DEFAULT_RETRY_SCHEDULE
+            .parse()
+            .expect("the default schedule parses")
+    }
+}
+
+impl FromStr for RetryDelays {
+    type Err = String;
+
+    /// `"5s,30s,2m"`: comma-separated durations (see `HumanDuration`). `"none"`: no retries.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "none" {
+            return Ok(Self(Vec::new()));
+        }
+        s.split(',')
+            .map(|item| parse_duration(item.trim()))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// A duration written like `500ms`, `5s`, `2m` or `12h`: how duration settings are read, and how
+/// a duration is shown back (the reason a callback was disabled quotes `CALLBACK_DISABLE_AFTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s.trim()).map(Self)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// The largest unit that divides it exactly.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        match millis {
+            0 => f.write_str("0s"),
+            m if m % 3_600_000 == 0 => write!(f, "{}h", m / 3_600_000),
+            m if m % 60_000 == 0 => write!(f, "{}m", m / 60_000),
+            m if m % 1_000 == 0 => write!(f, "{}s", m / 1_000),
+            m => write!(f, "{m}ms"),
+        }
+    }
+}
+
+/// `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("`{text}` has no unit of ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(number.saturating_mul(millis)))
 }
 
 /// A set variable's value, parsed; the error names the variable.
@@ -482,29 +553,36 @@ mod tests {
         assert!(config.secret_encryption_key.is_some());
         assert!(!format!("{config:?}").contains(key));
 
-        let err =
-            super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", "/nonexistent/key.pem")]).unwrap_err();
-        assert!(err.to_string().contains("APIGW_PUBLIC_KEY_FILE"), "{err}");
-        let dir = std::env::temp_dir().join(format!("dc-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let not_a_key = dir.join("not-a-key.pem");
-        std::fs::write(&not_a_key, "hello").unwrap();
-        let err = super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", not_a_key.to_str().unwrap())])
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("not a PEM RSA public key"),
-            "{err}"
+        // A path only: the file is read and checked where the key is used (auth::gateway).
+        let config = super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", " /etc/gw.pem ")]).unwrap();
+        assert_eq!(
+            config.apigw_public_key_file,
+            Some(PathBuf::from("/etc/gw.pem"))
         );
-        let private = dir.join("private.pem");
-        std::fs::write(
-            &private,
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap();
-        let err = super::tests::config(&[("APIGW_PUBLIC_KEY_FILE", private.to_str().unwrap())])
-            .unwrap_err();
-        assert!(err.to_string().contains("private key"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_schedule_parses_to_seven_retries() {
+        let schedule = config(&[]).unwrap().retry_schedule;
+        assert_eq!(schedule.len(), 7);
+        assert_eq!(schedule[0], Duration::from_secs(5));
+        assert_eq!(schedule[6], Duration::from_secs(3 * 3600));
+    }
+
+    #[test]
+    fn bad_schedules_are_refused() {
+        for bad in ["", "5", "5x", "s", "5s,,1m", "-1s"] {
+            assert!(bad.parse::<RetryDelays>().is_err(), "{bad}");
+        }
+        assert_eq!("none".parse::<RetryDelays>().unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn human_durations_round_trip() {
+        for text in ["12h", "90m", "5s", "250ms", "0s"] {
+            assert_eq!(text.parse::<HumanDuration>().unwrap().to_string(), text);
+        }
+        assert_eq!("120m".parse::<HumanDuration>().unwrap().to_string(), "2h");
     }
 
     #[test]

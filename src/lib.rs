@@ -51,8 +51,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Must be called inside the runtime: it starts the registration writer's task.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+    /// Must be called inside the runtime: it starts the registration writer's task. `gateway`
+    /// comes from `GatewayVerifier::from_config`, which fails on an unusable key file.
+    pub fn new(config: Config, store: Arc<dyn Store>, gateway: Option<GatewayVerifier>) -> Self {
         telemetry::metrics();
         let ssrf = Arc::new(SsrfGuard::new(
             config.allowed_cidrs.clone(),
@@ -61,10 +62,7 @@ impl AppState {
         Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::new(&config, store.clone())),
-            gateway: config
-                .apigw_public_key
-                .as_ref()
-                .map(|key| Arc::new(GatewayVerifier::new(key))),
+            gateway: gateway.map(Arc::new),
             sender: Arc::new(Sender::new(config.delivery_timeout, ssrf.clone())),
             ssrf,
             config: Arc::new(config),

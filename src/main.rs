@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use devops_callbacks::auth::MEMBERS_MANAGED_IN_BKCI;
+use devops_callbacks::auth::gateway::GatewayVerifier;
 use devops_callbacks::config::{AuthMode, Config};
 use devops_callbacks::delivery::intake;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
@@ -103,13 +104,16 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
+    // Read now, so an unusable key file stops every command before anything opens, as an
+    // unusable variable does.
+    let gateway = GatewayVerifier::from_config(&config)?;
     match command {
         Command::Serve => {
             telemetry::init(config.log_format);
             if config.service_token.is_none() {
                 tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
             }
-            if config.apigw_public_key.is_none() {
+            if gateway.is_none() {
                 tracing::warn!(
                     "APIGW_PUBLIC_KEY_FILE is unset: X-DEVOPS-UID is trusted as sent; \
                      expose the service only behind the API gateway"
@@ -120,7 +124,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
             devops_callbacks::serve(
-                AppState::new(config, store),
+                AppState::new(config, store, gateway),
                 listener,
                 devops_callbacks::shutdown_signal(),
             )

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::config::{Config, ConfigError};
 use crate::domain::{ApigwType, UserId};
 use crate::error::AppError;
 
@@ -78,6 +79,20 @@ struct UserClaim {
 }
 
 impl GatewayVerifier {
+    /// The verifier for `APIGW_PUBLIC_KEY_FILE`, if set. The key is read and checked now, so an
+    /// unusable file stops the start with an error naming the variable.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, ConfigError> {
+        let Some(path) = &config.apigw_public_key_file else {
+            return Ok(None);
+        };
+        let key = GatewayKey::load(path).map_err(|reason| ConfigError {
+            name: "APIGW_PUBLIC_KEY_FILE",
+            value: path.display().to_string(),
+            reason,
+        })?;
+        Ok(Some(Self::new(&key)))
+    }
+
     pub fn new(key: &GatewayKey) -> Self {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256, Algorithm::RS512];
@@ -149,4 +164,45 @@ fn parse_user(name: &str) -> Result<UserId, AppError> {
 
 fn refused(reason: &str) -> AppError {
     AppError::GatewayToken(reason.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from_file(path: &Path) -> Result<Option<GatewayVerifier>, ConfigError> {
+        let vars = HashMap::from([(
+            "APIGW_PUBLIC_KEY_FILE".to_owned(),
+            path.to_str().unwrap().to_owned(),
+        )]);
+        GatewayVerifier::from_config(&Config::from_map(&vars).unwrap())
+    }
+
+    #[test]
+    fn unusable_key_files_fail_naming_the_variable() {
+        let unset = Config::from_map(&HashMap::new()).unwrap();
+        assert!(GatewayVerifier::from_config(&unset).unwrap().is_none());
+
+        let err = from_file("/nonexistent/key.pem".as_ref()).err().unwrap();
+        assert!(err.to_string().contains("APIGW_PUBLIC_KEY_FILE"), "{err}");
+        assert!(err.to_string().contains("cannot read the file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_key = dir.path().join("not-a-key.pem");
+        std::fs::write(&not_a_key, "hello").unwrap();
+        let err = from_file(&not_a_key).err().unwrap();
+        assert!(
+            err.to_string().contains("not a PEM RSA public key"),
+            "{err}"
+        );
+        let private = dir.path().join("private.pem");
+        std::fs::write(
+            &private,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = from_file(&private).err().unwrap();
+        assert!(err.to_string().contains("private key"), "{err}");
+    }
 }

@@ -17,9 +17,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, HumanDuration};
 use crate::delivery::outcome;
-use crate::delivery::retry::{HumanDuration, RetrySchedule};
+use crate::delivery::retry::RetrySchedule;
 use crate::delivery::sender::{self, SendResult, Sender};
 use crate::domain::{
     Attempt, AttemptStatus, DeliveryOutcome, DeliveryStatus, DeliveryTarget, EpochMillis, millis,
@@ -72,7 +72,7 @@ impl Workers {
         Self {
             store,
             sender,
-            retry: config.retry_schedule.clone(),
+            retry: RetrySchedule::new(config.retry_schedule.clone()),
             wake,
             concurrency: config.delivery_concurrency,
             per_host: config.max_in_flight_per_host,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use devops_callbacks::auth::gateway::GatewayVerifier;
 use devops_callbacks::config::Config;
 use devops_callbacks::{AppState, store};
 use reqwest::{Method, StatusCode};
@@ -196,6 +197,7 @@ impl TestServer {
             all.insert((*name).to_owned(), (*value).to_owned());
         }
         let config = Config::from_map(&all).expect("test config");
+        let gateway = GatewayVerifier::from_config(&config).expect("test gateway key");
         let store = store::open(&config)
             .await
             .expect("open and migrate the test database");
@@ -203,7 +205,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(devops_callbacks::serve(
-            AppState::new(config, store),
+            AppState::new(config, store, gateway),
             listener,
             async {
                 let _ = rx.await;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
+use devops_callbacks::auth::gateway::GatewayVerifier;
 use devops_callbacks::config::Config;
 use devops_callbacks::delivery::ssrf::SsrfGuard;
 use devops_callbacks::domain::{CallbackUrl, EventId, ProjectId, UserId};
@@ -294,6 +295,7 @@ async fn routers(db: &TestDb, key: &std::path::Path) -> (Router, Router) {
         key.to_str().unwrap().to_owned(),
     );
     let gated = Config::from_map(&vars).unwrap();
+    let gateway = GatewayVerifier::from_config(&gated).unwrap();
     let store = store::open(&plain).await.unwrap();
     let (demo, bob) = ("demo".parse().unwrap(), "bob".parse().unwrap());
     store
@@ -301,8 +303,8 @@ async fn routers(db: &TestDb, key: &std::path::Path) -> (Router, Router) {
         .await
         .unwrap();
     (
-        devops_callbacks::app(AppState::new(plain, store.clone())),
-        devops_callbacks::app(AppState::new(gated, store)),
+        devops_callbacks::app(AppState::new(plain, store.clone(), None)),
+        devops_callbacks::app(AppState::new(gated, store, gateway)),
     )
 }
 
