@@ -11,7 +11,7 @@ use crate::domain::{
     Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
@@ -82,7 +82,7 @@ pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
     operation_id = "callback_create",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, CreateParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn create(
     State(state): State<AppState>,
@@ -151,7 +151,7 @@ struct BatchResult {
     operation_id = "callback_batch_create",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, BatchParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), ErrorResponse)
 )]
 async fn create_batch(
     State(state): State<AppState>,
@@ -250,7 +250,7 @@ impl From<Callback> for CallbackRecord {
     operation_id = "callback_list",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, PageParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -289,7 +289,7 @@ struct IdParams {
     operation_id = "callback_delete",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn remove(
     State(state): State<AppState>,
@@ -313,7 +313,7 @@ async fn remove(
     operation_id = "callback_enable",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn enable(
     State(state): State<AppState>,
@@ -330,7 +330,7 @@ async fn enable(
     operation_id = "callback_disable",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn disable(
     State(state): State<AppState>,

@@ -155,6 +155,16 @@ pub fn parse_project_id(raw: &str) -> Result<ProjectId, AppError> {
         .map_err(|e| AppError::BadRequest(format!("path parameter projectId {e}")))
 }
 
+/// The header of the service and op routes (documentation only: `ServiceCaller` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ServiceTokenHeader {
+    /// Equal to the service's SERVICE_TOKEN
+    #[param(rename = "X-DEVOPS-BK-TOKEN")]
+    x_devops_bk_token: String,
+}
+
 /// Proof that the caller presented `X-DEVOPS-BK-TOKEN` equal to `SERVICE_TOKEN`.
 pub struct ServiceCaller;
 

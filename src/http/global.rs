@@ -10,8 +10,8 @@ use crate::AppState;
 use crate::domain::{CallbackEvent, CallbackId, NewCallback, Page, ProjectId, Region};
 use crate::error::{AppError, Result};
 use crate::http::callbacks::{CallbackRecord, page_of, secret_token};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Caller, Path, Query, ServiceCaller};
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{Caller, Path, Query, ServiceCaller, ServiceTokenHeader};
 use crate::http::paging::PageParams;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,8 +51,8 @@ fn project_event_schema() -> utoipa::openapi::schema::Object {
     path = "/op/callbacks/global",
     operation_id = "global_callback_create",
     tag = "op",
-    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), GlobalParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ServiceTokenHeader, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), GlobalParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn create(
     State(state): State<AppState>,
@@ -89,8 +89,8 @@ async fn create(
     path = "/op/callbacks/global",
     operation_id = "global_callback_list",
     tag = "op",
-    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), PageParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ServiceTokenHeader, PageParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -106,8 +106,8 @@ async fn list(
     path = "/op/callbacks/global/{id}",
     operation_id = "global_callback_delete",
     tag = "op",
-    params(("id" = i64, Path, description = "The global callback's id"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(("id" = i64, Path, description = "The global callback's id"), ServiceTokenHeader),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn remove(
     State(state): State<AppState>,

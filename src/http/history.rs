@@ -16,7 +16,7 @@ use crate::domain::{
     HeaderPair, HistoryEntry, HistoryFilter, Page, ProjectId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
 
@@ -104,7 +104,7 @@ impl From<HistoryEntry> for HistoryRecord {
     operation_id = "callback_history_list",
     tag = "history",
     params(ProjectScopeParams, CallerHeaders, HistoryParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
@@ -214,7 +214,7 @@ struct IdParams {
     operation_id = "callback_history_retry",
     tag = "history",
     params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn retry(
     State(state): State<AppState>,

@@ -34,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::AppState;
 use crate::domain::ApigwType;
 use crate::error::{AppError, ErrorDetail};
+use crate::http::envelope::ErrorEnvelope;
 use crate::telemetry::names;
 
 #[derive(OpenApi)]
@@ -44,7 +45,7 @@ use crate::telemetry::names;
                        and their reliable delivery. Every response is the envelope \
                        {status, message, data}; status 0 is success."
     ),
-    components(schemas(ApigwType)),
+    components(schemas(ApigwType, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
         (name = "history", description = "Delivery attempts"),
