@@ -10,6 +10,7 @@ mod history;
 mod members;
 mod metrics;
 mod paging;
+mod params;
 pub mod server;
 
 use std::any::Any;
