@@ -91,23 +91,20 @@ impl Authority {
         Self { source, cache }
     }
 
-    pub async fn require_admin(&self, project: &ProjectId, user: &UserId) -> Result<()> {
-        if self.allows(project, user, Permission::Admin).await? {
+    /// `Ok` if the user holds `permission` in the project, else the 403 that says which.
+    pub async fn require(
+        &self,
+        permission: Permission,
+        project: &ProjectId,
+        user: &UserId,
+    ) -> Result<()> {
+        if self.allows(project, user, permission).await? {
             return Ok(());
         }
-        Err(AppError::NotProjectAdmin {
-            user: user.clone(),
-            project: project.clone(),
-        })
-    }
-
-    pub async fn require_member(&self, project: &ProjectId, user: &UserId) -> Result<()> {
-        if self.allows(project, user, Permission::Member).await? {
-            return Ok(());
-        }
-        Err(AppError::NotProjectMember {
-            user: user.clone(),
-            project: project.clone(),
+        let (user, project) = (user.clone(), project.clone());
+        Err(match permission {
+            Permission::Admin => AppError::NotProjectAdmin { user, project },
+            Permission::Member => AppError::NotProjectMember { user, project },
         })
     }
 

@@ -1,7 +1,8 @@
 //! The v4 callback resource: `/{apigwType}/v4/projects/{projectId}/callbacks…`.
 
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,10 +12,10 @@ use crate::domain::{
     Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query};
 use crate::http::paging::PageParams;
-use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
+use crate::http::params::{EventList, IdParams, Identified, RegisterParams};
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";
 
@@ -30,108 +31,64 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub(super) struct CreateParams {
-    pub event: CallbackEvent,
-    pub region: Region,
-    /// An http(s) URL whose host resolves to public addresses only (see the SSRF rule).
-    #[param(max_length = 1024)]
-    pub url: String,
-    /// Sent as `X-DEVOPS-WEBHOOK-TOKEN` and used to sign deliveries; never shown again.
-    #[param(max_length = 1024)]
-    pub secret_token: Option<String>,
-}
-
-/// Longest accepted `secretToken`, in bytes.
-const MAX_SECRET_TOKEN_LEN: usize = 1024;
-
-/// `secretToken` as stored: empty means none, it has a length limit, visible ASCII only, and it
-/// must not look sealed (stored tokens with that prefix are taken for sealed ones). Sealing
-/// happens in the store.
-pub(super) fn secret_token(param: Option<String>) -> Result<Option<Secret>> {
-    let Some(token) = param.filter(|token| !token.is_empty()) else {
-        return Ok(None);
-    };
-    if token.len() > MAX_SECRET_TOKEN_LEN {
-        return Err(AppError::BadRequest(format!(
-            "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-        )));
-    }
-    // It travels as a header value and keys the signature: visible ASCII, nothing that could
-    // break a header (CR, LF, NUL) or read differently on the receiver's side.
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(AppError::BadRequest(
-            "query parameter secretToken may only contain visible ASCII characters (no spaces or control characters)"
-                .to_owned(),
-        ));
-    }
-    if Sealer::is_sealed(&token) {
-        return Err(AppError::BadRequest(format!(
-            "query parameter secretToken must not start with `{SEALED_PREFIX}`"
-        )));
-    }
-    Ok(Some(Secret::new(token)))
-}
-
 /// The seed API: register (or update) one callback. Admin only.
 #[utoipa::path(
     post,
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks",
     operation_id = "callback_create",
     tag = "callbacks",
-    params(ProjectScopeParams, CallerHeaders, CreateParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, RegisterParams<CallbackEvent>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn create(
     State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(params): Query<CreateParams>,
+    ProjectAdmin {
+        project,
+        user,
+        input: Query(params),
+    }: ProjectAdmin<Query<RegisterParams<CallbackEvent>>>,
 ) -> Result<Envelope<bool>> {
-    let secret_token = secret_token(params.secret_token)?;
-    state
-        .authority
-        .require_admin(&scope.project, &scope.user)
-        .await?;
-    let url = state.vet_callback_url(params.url).await?;
-    state
-        .callbacks
-        .upsert(NewCallback {
-            project_id: scope.project,
-            url: url.into_string(),
-            event: params.event,
-            region: params.region,
-            secret_token,
-            user: scope.user,
-        })
-        .await?;
+    register(&state, project, user, params).await
+}
+
+/// Vets the URL and registers it for the one event, through the create coalescer (create and
+/// the global create).
+pub(super) async fn register<E>(
+    state: &AppState,
+    project: ProjectId,
+    user: UserId,
+    params: RegisterParams<E>,
+) -> Result<Envelope<bool>>
+where
+    E: Into<CallbackEvent> + Copy + ToSchema,
+{
+    let event = params.event.into();
+    for row in registrations(state, &project, &user, params, &[event]).await? {
+        state.callbacks.upsert(row).await?;
+    }
     Ok(Envelope::ok(true))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-struct BatchParams {
-    /// Comma-separated event names, e.g. `BUILD_START,BUILD_END`.
-    #[param(schema_with = event_list_schema, required = true)]
-    event: String,
-    region: Region,
-    #[param(max_length = 1024)]
-    url: String,
-    #[param(max_length = 1024)]
-    secret_token: Option<String>,
-}
-
-/// The schema of `event` in the batch create: event names separated by commas, with spaces
-/// and tabs around them (built from the enum, so it cannot drift).
-fn event_list_schema() -> utoipa::openapi::schema::Object {
-    let names: Vec<&str> = CallbackEvent::ALL.iter().map(|e| e.as_str()).collect();
-    let one = format!("[ \t]*({})[ \t]*", names.join("|"));
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(format!("^{one}(,{one})*$")))
-        .build()
+/// Vets the URL, then the rows that register it for each of `events`.
+async fn registrations<E: ToSchema>(
+    state: &AppState,
+    project: &ProjectId,
+    user: &UserId,
+    params: RegisterParams<E>,
+    events: &[CallbackEvent],
+) -> Result<Vec<NewCallback>> {
+    let url = state.vet_callback_url(params.url).await?.into_string();
+    Ok(events
+        .iter()
+        .map(|&event| NewCallback {
+            project_id: project.clone(),
+            url: url.clone(),
+            event,
+            region: params.region,
+            secret_token: params.secret_token.clone(),
+            user: user.clone(),
+        })
+        .collect())
 }
 
 /// bk-ci's `CreateCallBackResult`.
@@ -150,56 +107,24 @@ struct BatchResult {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/batch",
     operation_id = "callback_batch_create",
     tag = "callbacks",
-    params(ProjectScopeParams, CallerHeaders, BatchParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, RegisterParams<EventList>),
+    responses((status = 200, description = "Success envelope", body = Envelope<BatchResult>), ErrorResponse)
 )]
 async fn create_batch(
     State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(params): Query<BatchParams>,
+    ProjectAdmin {
+        project,
+        user,
+        input: Query(params),
+    }: ProjectAdmin<Query<RegisterParams<EventList>>>,
 ) -> Result<Envelope<BatchResult>> {
-    let events = parse_event_list(&params.event)?;
-    let secret_token = secret_token(params.secret_token)?;
-    let ProjectScope { project, user } = scope;
-    state.authority.require_admin(&project, &user).await?;
-    let url = state.vet_callback_url(params.url).await?.into_string();
-    let rows: Vec<NewCallback> = events
-        .iter()
-        .map(|&event| NewCallback {
-            project_id: project.clone(),
-            url: url.clone(),
-            event,
-            region: params.region,
-            secret_token: secret_token.clone(),
-            user: user.clone(),
-        })
-        .collect();
+    let events = params.event.0.clone();
+    let rows = registrations(&state, &project, &user, params, &events).await?;
     state.store.upsert_callbacks(&rows).await?;
     Ok(Envelope::ok(BatchResult {
         success_events: events,
         failure_events: Default::default(),
     }))
-}
-
-/// `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in first-seen order; an unknown or
-/// empty name refuses the whole list.
-fn parse_event_list(raw: &str) -> Result<Vec<CallbackEvent>> {
-    let mut events = Vec::new();
-    for name in raw.split(',').map(|name| name.trim_matches([' ', '\t'])) {
-        if name.is_empty() {
-            return Err(AppError::BadRequest(
-                "query parameter event must be event names separated by commas, none empty"
-                    .to_owned(),
-            ));
-        }
-        let event: CallbackEvent = name
-            .parse()
-            .map_err(|e| AppError::BadRequest(format!("invalid query parameter: event: {e}")))?;
-        if !events.contains(&event) {
-            events.push(event);
-        }
-    }
-    Ok(events)
 }
 
 /// A callback as the API shows it; the token itself never leaves the service.
@@ -243,6 +168,10 @@ impl From<Callback> for CallbackRecord {
     }
 }
 
+impl Identified for CallbackRecord {
+    const ID: &'static str = "The callback's id, as `callback_list` shows it.";
+}
+
 /// Every callback of the project, disabled ones included, newest first. Members only.
 #[utoipa::path(
     get,
@@ -250,19 +179,17 @@ impl From<Callback> for CallbackRecord {
     operation_id = "callback_list",
     tag = "callbacks",
     params(ProjectScopeParams, CallerHeaders, PageParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(params): Query<PageParams>,
+    ProjectMember {
+        project,
+        input: Query(params),
+        ..
+    }: ProjectMember<Query<PageParams>>,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
-    let request = params.validate()?;
-    state
-        .authority
-        .require_member(&scope.project, &scope.user)
-        .await?;
-    page_of(&state, &scope.project, request).await
+    page_of(&state, &project, params.request()).await
 }
 
 pub(super) async fn page_of(
@@ -275,12 +202,8 @@ pub(super) async fn page_of(
     Ok(Envelope::ok(Page::new(request, count, records)))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct IdParams {
-    /// The callback's id, as `callback_list` shows it.
-    id: CallbackId,
-}
+/// `?id=` of a callback, for the admin routes below.
+type CallbackAdmin = ProjectAdmin<Query<IdParams<CallbackRecord>>>;
 
 /// Deletes one callback of the project. Admin only.
 #[utoipa::path(
@@ -288,19 +211,12 @@ struct IdParams {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback",
     operation_id = "callback_delete",
     tag = "callbacks",
-    params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, IdParams<CallbackRecord>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
-async fn remove(
-    State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(IdParams { id }): Query<IdParams>,
-) -> Result<Envelope<bool>> {
-    state
-        .authority
-        .require_admin(&scope.project, &scope.user)
-        .await?;
-    if !state.store.delete_callback(&scope.project, id).await? {
+async fn remove(State(state): State<AppState>, admin: CallbackAdmin) -> Result<Envelope<bool>> {
+    let Query(IdParams { id, .. }) = admin.input;
+    if !state.store.delete_callback(&admin.project, id).await? {
         return Err(AppError::CallbackNotFound(id));
     }
     Ok(Envelope::ok(true))
@@ -312,15 +228,11 @@ async fn remove(
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_enable",
     operation_id = "callback_enable",
     tag = "callbacks",
-    params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, IdParams<CallbackRecord>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
-async fn enable(
-    State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(IdParams { id }): Query<IdParams>,
-) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, id, true).await
+async fn enable(State(state): State<AppState>, admin: CallbackAdmin) -> Result<Envelope<bool>> {
+    set_enabled(state, admin, true).await
 }
 
 /// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
@@ -329,25 +241,23 @@ async fn enable(
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_disable",
     operation_id = "callback_disable",
     tag = "callbacks",
-    params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, IdParams<CallbackRecord>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
-async fn disable(
-    State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(IdParams { id }): Query<IdParams>,
-) -> Result<Envelope<bool>> {
-    set_enabled(state, scope, id, false).await
+async fn disable(State(state): State<AppState>, admin: CallbackAdmin) -> Result<Envelope<bool>> {
+    set_enabled(state, admin, false).await
 }
 
 async fn set_enabled(
     state: AppState,
-    scope: ProjectScope,
-    id: CallbackId,
+    admin: CallbackAdmin,
     enabled: bool,
 ) -> Result<Envelope<bool>> {
-    let ProjectScope { project, user } = scope;
-    state.authority.require_admin(&project, &user).await?;
+    let ProjectAdmin {
+        project,
+        user,
+        input: Query(IdParams { id, .. }),
+    } = admin;
     let reason = (!enabled).then(|| format!("disabled by {user}"));
     if !state
         .store

@@ -44,6 +44,12 @@ pub struct ErrorEnvelope {
     pub data: Option<serde_json::Value>,
 }
 
+/// The error answer of every route, for `#[utoipa::path(responses(…))]` after its success.
+#[derive(utoipa::IntoResponses)]
+#[response(status = "default", description = "Error envelope")]
+#[allow(dead_code)]
+pub struct ErrorResponse(ErrorEnvelope);
+
 impl IntoResponse for ErrorEnvelope {
     fn into_response(self) -> Response {
         Json(self).into_response()

@@ -11,8 +11,8 @@ use crate::AppState;
 use crate::delivery::intake::{self, MAX_BATCH};
 use crate::domain::{CallbackEvent, EventId, ProjectId, Published};
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Json, Path, ServiceCaller, parse_project_id};
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{Json, Path, ServiceCaller, ServiceTokenHeader, parse_project_id};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,9 +38,9 @@ struct EventBody {
     path = "/service/callbacks/projects/{project_id}/events",
     operation_id = "event_publish",
     tag = "intake",
-    params(("project_id" = ProjectId, Path, description = "The project's English name"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    params(("project_id" = ProjectId, Path, description = "The project's English name"), ServiceTokenHeader),
     request_body = EventBody,
-    responses((status = 200, description = "Success envelope", body = Envelope<Published>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Published>), ErrorResponse)
 )]
 async fn publish_one(
     State(state): State<AppState>,
@@ -101,9 +101,9 @@ impl utoipa::ToSchema for EventBatch {
     path = "/service/callbacks/events:batch",
     operation_id = "event_publish_batch",
     tag = "intake",
-    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
+    params(ServiceTokenHeader),
     request_body = EventBatch,
-    responses((status = 200, description = "Success envelope", body = Envelope<Vec<Published>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Vec<Published>>), ErrorResponse)
 )]
 async fn publish_batch(
     State(state): State<AppState>,

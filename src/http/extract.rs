@@ -1,13 +1,16 @@
 //! Extractors. Each rejects with `AppError`, so malformed input still gets the envelope.
 
+use std::fmt;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::auth::Permission;
 use crate::auth::gateway::BKAPI_JWT;
 use crate::config::Config;
 use crate::domain::{ApigwType, InvalidId, ProjectId, UserId};
@@ -23,11 +26,59 @@ pub struct Query<T>(pub T);
 
 impl From<QueryRejection> for AppError {
     fn from(rejection: QueryRejection) -> Self {
-        AppError::BadRequest(format!(
-            "invalid query parameter: {}",
-            rejection.body_text()
-        ))
+        let message = match refusal_in(&rejection) {
+            Some(message) => message,
+            None => format!("invalid query parameter: {}", rejection.body_text()),
+        };
+        AppError::BadRequest(message)
     }
+}
+
+/// Why a query value that parsed is still not acceptable: the whole message of the 400, which
+/// names the parameter. Query types refuse while they deserialize (`#[serde(try_from)]` or
+/// [`checked`]), so the `Query` extractor answers before any permission check does. serde
+/// carries only text, so the message travels behind `MARK`, and `From<QueryRejection>` hands
+/// it on as it is.
+#[derive(Debug)]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    /// ASCII record separator: not in any message of ours or of serde's.
+    const MARK: char = '\u{1e}';
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::MARK, self.0)
+    }
+}
+
+/// The message of a `Refusal` in a rejection: serde's error reads `<parameter>: <refusal>`. A
+/// mark anywhere else (inside an echoed value) is not ours.
+fn refusal_in(rejection: &QueryRejection) -> Option<String> {
+    let QueryRejection::FailedToDeserializeQueryString(failed) = rejection else {
+        return None;
+    };
+    let detail = std::error::Error::source(failed)?.to_string();
+    let (name, message) = detail.split_once(": ")?;
+    let message = message.strip_prefix(Refusal::MARK)?;
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then(|| message.to_owned())
+}
+
+/// For `#[serde(default, deserialize_with = …)]`: an optional parameter that `check` must accept.
+pub fn checked<'de, D, T>(
+    deserializer: D,
+    check: impl FnOnce(String) -> Result<T, Refusal>,
+) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer)?
+        .map(check)
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 /// `axum::Json` with envelope rejections: 413 for an oversized body, 400 naming the field.
@@ -131,6 +182,73 @@ impl FromRequestParts<AppState> for ProjectScope {
     }
 }
 
+/// A project admin (create, batch create, delete, enable, disable, re-send) and the route's
+/// input `I` (its query). See [`ProjectMember`] for the order of the checks.
+pub struct ProjectAdmin<I> {
+    pub project: ProjectId,
+    pub user: UserId,
+    pub input: I,
+}
+
+/// A project member (list, history; admins are members too) and the route's input `I`.
+///
+/// The checks run in the order that decides which error a request gets: first the
+/// [`ProjectScope`] (404 for an unknown gateway type, 400 for a bad `projectId`, 401 without a
+/// caller), then the input (400 for a bad parameter, whoever asks), and only then the
+/// permission (403).
+pub struct ProjectMember<I> {
+    pub project: ProjectId,
+    pub user: UserId,
+    pub input: I,
+}
+
+impl<I> FromRequestParts<AppState> for ProjectAdmin<I>
+where
+    I: FromRequestParts<AppState, Rejection = AppError> + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let (project, user, input) = permitted(parts, state, Permission::Admin).await?;
+        Ok(Self {
+            project,
+            user,
+            input,
+        })
+    }
+}
+
+impl<I> FromRequestParts<AppState> for ProjectMember<I>
+where
+    I: FromRequestParts<AppState, Rejection = AppError> + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let (project, user, input) = permitted(parts, state, Permission::Member).await?;
+        Ok(Self {
+            project,
+            user,
+            input,
+        })
+    }
+}
+
+/// The scope, the input, then the permission: see [`ProjectMember`].
+async fn permitted<I>(
+    parts: &mut Parts,
+    state: &AppState,
+    permission: Permission,
+) -> Result<(ProjectId, UserId, I), AppError>
+where
+    I: FromRequestParts<AppState, Rejection = AppError>,
+{
+    let ProjectScope { project, user } = ProjectScope::from_request_parts(parts, state).await?;
+    let input = I::from_request_parts(parts, state).await?;
+    state.authority.require(permission, &project, &user).await?;
+    Ok((project, user, input))
+}
+
 /// The user named by `X-DEVOPS-UID`.
 fn header_user(parts: &Parts) -> Result<UserId, AppError> {
     let Some(value) = parts.headers.get(DEVOPS_UID) else {
@@ -153,6 +271,16 @@ fn header_user(parts: &Parts) -> Result<UserId, AppError> {
 pub fn parse_project_id(raw: &str) -> Result<ProjectId, AppError> {
     raw.parse()
         .map_err(|e| AppError::BadRequest(format!("path parameter projectId {e}")))
+}
+
+/// The header of the service and op routes (documentation only: `ServiceCaller` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ServiceTokenHeader {
+    /// Equal to the service's SERVICE_TOKEN
+    #[param(rename = "X-DEVOPS-BK-TOKEN")]
+    x_devops_bk_token: String,
 }
 
 /// Proof that the caller presented `X-DEVOPS-BK-TOKEN` equal to `SERVICE_TOKEN`.

@@ -7,42 +7,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::domain::{CallbackEvent, CallbackId, NewCallback, Page, ProjectId, Region};
+use crate::domain::{CallbackId, Page, ProjectId};
 use crate::error::{AppError, Result};
-use crate::http::callbacks::{CallbackRecord, page_of, secret_token};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Caller, Path, Query, ServiceCaller};
+use crate::http::callbacks::{CallbackRecord, page_of, register};
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{Caller, Path, Query, ServiceCaller, ServiceTokenHeader};
 use crate::http::paging::PageParams;
+use crate::http::params::{ProjectEvent, RegisterParams};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(remove))
-}
-
-/// `CreateParams` with `event` limited to the PROJECT_* events.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-struct GlobalParams {
-    #[param(schema_with = project_event_schema, required = true)]
-    event: CallbackEvent,
-    region: Region,
-    #[param(max_length = 1024)]
-    url: String,
-    #[param(max_length = 1024)]
-    secret_token: Option<String>,
-}
-
-fn project_event_schema() -> utoipa::openapi::schema::Object {
-    let names = CallbackEvent::ALL
-        .iter()
-        .filter(|e| e.is_project_event())
-        .map(|e| e.as_str());
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(names))
-        .build()
 }
 
 /// Registers (or updates) a global callback; only PROJECT_* events are delivered from them.
@@ -51,36 +27,16 @@ fn project_event_schema() -> utoipa::openapi::schema::Object {
     path = "/op/callbacks/global",
     operation_id = "global_callback_create",
     tag = "op",
-    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), GlobalParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ServiceTokenHeader, ("X-DEVOPS-UID" = String, Header, description = "The acting user, 1 to 64 characters"), RegisterParams<ProjectEvent>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn create(
     State(state): State<AppState>,
     _: ServiceCaller,
     Caller(user): Caller,
-    Query(params): Query<GlobalParams>,
+    Query(params): Query<RegisterParams<ProjectEvent>>,
 ) -> Result<Envelope<bool>> {
-    if !params.event.is_project_event() {
-        return Err(AppError::BadRequest(format!(
-            "invalid query parameter: event: global callbacks receive only PROJECT_CREATE, \
-             PROJECT_UPDATE, PROJECT_ENABLE and PROJECT_DISABLE, not {}",
-            params.event
-        )));
-    }
-    let secret_token = secret_token(params.secret_token)?;
-    let url = state.vet_callback_url(params.url).await?;
-    state
-        .callbacks
-        .upsert(NewCallback {
-            project_id: ProjectId::global(),
-            url: url.into_string(),
-            event: params.event,
-            region: params.region,
-            secret_token,
-            user,
-        })
-        .await?;
-    Ok(Envelope::ok(true))
+    register(&state, ProjectId::global(), user, params).await
 }
 
 /// The global callbacks, newest first.
@@ -89,15 +45,15 @@ async fn create(
     path = "/op/callbacks/global",
     operation_id = "global_callback_list",
     tag = "op",
-    params(("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), PageParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ServiceTokenHeader, PageParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<CallbackRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
     _: ServiceCaller,
     Query(params): Query<PageParams>,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
-    page_of(&state, &ProjectId::global(), params.validate()?).await
+    page_of(&state, &ProjectId::global(), params.request()).await
 }
 
 /// Deletes a global callback.
@@ -106,8 +62,8 @@ async fn list(
     path = "/op/callbacks/global/{id}",
     operation_id = "global_callback_delete",
     tag = "op",
-    params(("id" = i64, Path, description = "The global callback's id"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(("id" = i64, Path, description = "The global callback's id"), ServiceTokenHeader),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn remove(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
+use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::store::warn_unless_unavailable;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,7 +34,7 @@ const UP: Health = Health {
     path = "/healthz",
     operation_id = "healthz",
     tag = "health",
-    responses((status = 200, description = "Success envelope", body = Envelope<Health>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Health>), ErrorResponse)
 )]
 async fn healthz() -> Envelope<Health> {
     Envelope::ok(UP)
@@ -46,7 +46,7 @@ async fn healthz() -> Envelope<Health> {
     path = "/readyz",
     operation_id = "readyz",
     tag = "health",
-    responses((status = 200, description = "Success envelope", body = Envelope<Health>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Health>), ErrorResponse)
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Envelope<Health>> {
     state.store.ready().await.map_err(|e| {

@@ -1,8 +1,9 @@
 //! `GET …/callbacks/callback_history`: the attempts of a project, newest first.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use chrono::{Days, NaiveDateTime, NaiveTime, TimeZone};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,12 +13,15 @@ use crate::delivery::resend;
 use crate::delivery::sender::masked;
 use crate::domain::{
     AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
-    Page, ProjectId,
+    Page, PageRequest, ProjectId,
 };
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{CallerHeaders, ProjectScope, ProjectScopeParams, Query};
-use crate::http::paging::PageParams;
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{
+    CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query, Refusal, checked,
+};
+use crate::http::paging::{PageNumber, PageParams, PageSize};
+use crate::http::params::{IdParams, Identified};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,20 +35,67 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 struct HistoryParams {
     /// Only attempts to this callback URL.
+    #[serde(default, deserialize_with = "url_filter")]
+    #[param(value_type = Option<String>)]
     url: Option<String>,
     /// Only attempts of this event.
     event: Option<CallbackEvent>,
     /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 00:00:00.
-    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
-    start_time: Option<String>,
+    #[serde(default, deserialize_with = "start_time")]
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
+    start_time: Option<NaiveDateTime>,
     /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 23:59:59.999.
-    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
-    end_time: Option<String>,
+    #[serde(default, deserialize_with = "end_time")]
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
+    end_time: Option<NaiveDateTime>,
     #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    page: Option<u32>,
+    page: Option<PageNumber>,
     /// Default 20, at most 100 (larger values are capped).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    page_size: Option<u32>,
+    page_size: Option<PageSize>,
+}
+
+/// Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
+/// mistake, and PostgreSQL could not even compare a NUL.
+fn url_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    checked(deserializer, |url| {
+        if url.chars().any(char::is_control) {
+            return Err(Refusal(
+                "query parameter url must not contain control characters".to_owned(),
+            ));
+        }
+        Ok(url)
+    })
+}
+
+fn start_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
+    checked(d, |text| local_time("startTime", &text))
+}
+
+fn end_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
+    checked(d, |text| local_time("endTime", &text))
+}
+
+/// The history query, whole: the window is read in `TIME_ZONE`, so it is checked here, still
+/// before any permission check.
+struct HistoryQuery {
+    filter: HistoryFilter,
+    page: PageRequest,
+}
+
+impl FromRequestParts<AppState> for HistoryQuery {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Query(params) = Query::<HistoryParams>::from_request_parts(parts, state).await?;
+        let page = PageParams {
+            page: params.page,
+            page_size: params.page_size,
+        }
+        .request();
+        let filter = history_filter(params, state.config.time_zone)?;
+        Ok(Self { filter, page })
+    }
 }
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
@@ -103,27 +154,17 @@ impl From<HistoryEntry> for HistoryRecord {
     operation_id = "callback_history_list",
     tag = "history",
     params(ProjectScopeParams, CallerHeaders, HistoryParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(params): Query<HistoryParams>,
+    ProjectMember {
+        project,
+        input: HistoryQuery { filter, page },
+        ..
+    }: ProjectMember<HistoryQuery>,
 ) -> Result<Envelope<Page<HistoryRecord>>> {
-    let page = PageParams {
-        page: params.page,
-        page_size: params.page_size,
-    }
-    .validate()?;
-    let filter = history_filter(params, state.config.time_zone)?;
-    state
-        .authority
-        .require_member(&scope.project, &scope.user)
-        .await?;
-    let (count, entries) = state
-        .store
-        .list_history(&scope.project, &filter, page)
-        .await?;
+    let (count, entries) = state.store.list_history(&project, &filter, page).await?;
     let records = entries.into_iter().map(HistoryRecord::from).collect();
     Ok(Envelope::ok(Page::new(page, count, records)))
 }
@@ -132,28 +173,14 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     let today = chrono::Utc::now().with_timezone(&zone).date_naive();
     let start_of_today = today.and_time(NaiveTime::MIN);
     let start_of_tomorrow = (today + Days::new(1)).and_time(NaiveTime::MIN);
-    let from = match &params.start_time {
-        Some(text) => local_millis("startTime", text, zone)?,
-        None => to_millis(start_of_today, zone),
-    };
-    let to = match &params.end_time {
-        Some(text) => local_millis("endTime", text, zone)?,
+    let from = to_millis(params.start_time.unwrap_or(start_of_today), zone);
+    let to = match params.end_time {
+        Some(end) => to_millis(end, zone),
         None => to_millis(start_of_tomorrow, zone) - 1,
     };
     if from > to {
         return Err(AppError::BadRequest(
             "query parameter startTime must not be after endTime".to_owned(),
-        ));
-    }
-    // Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
-    // mistake, and PostgreSQL could not even compare a NUL.
-    if params
-        .url
-        .as_deref()
-        .is_some_and(|url| url.chars().any(char::is_control))
-    {
-        return Err(AppError::BadRequest(
-            "query parameter url must not contain control characters".to_owned(),
         ));
     }
     Ok(HistoryFilter {
@@ -164,9 +191,9 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     })
 }
 
-/// `yyyy-MM-dd HH:mm:ss` (exactly: zero-padded, 19 characters) in `zone` to epoch ms; anything
-/// else is a 400 naming the parameter.
-fn local_millis(name: &str, text: &str, zone: chrono_tz::Tz) -> Result<EpochMillis> {
+/// `yyyy-MM-dd HH:mm:ss` (exactly: zero-padded, 19 characters), read later in `TIME_ZONE`;
+/// anything else is refused, naming the parameter.
+fn local_time(name: &str, text: &str) -> Result<NaiveDateTime, Refusal> {
     let shaped = text.len() == 19
         && text.bytes().enumerate().all(|(i, b)| match i {
             4 | 7 => b == b'-',
@@ -174,15 +201,14 @@ fn local_millis(name: &str, text: &str, zone: chrono_tz::Tz) -> Result<EpochMill
             13 | 16 => b == b':',
             _ => b.is_ascii_digit(),
         });
-    let naive = shaped
+    shaped
         .then(|| NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok())
         .flatten()
         .ok_or_else(|| {
-            AppError::BadRequest(format!(
+            Refusal(format!(
                 "query parameter {name} must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got {text:?}"
             ))
-        })?;
-    Ok(to_millis(naive, zone))
+        })
 }
 
 /// A local time that a clock change skips is read as the same wall time an hour later.
@@ -197,11 +223,8 @@ fn to_millis(naive: NaiveDateTime, zone: chrono_tz::Tz) -> EpochMillis {
         .timestamp_millis()
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct IdParams {
-    /// The history record's id.
-    id: i64,
+impl Identified for HistoryRecord {
+    const ID: &'static str = "The history record's id.";
 }
 
 /// Sends the request of one history row again, once, now: the stored body to the callback's
@@ -212,21 +235,20 @@ struct IdParams {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_retry",
     operation_id = "callback_history_retry",
     tag = "history",
-    params(ProjectScopeParams, CallerHeaders, IdParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(ProjectScopeParams, CallerHeaders, IdParams<HistoryRecord>),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn retry(
     State(state): State<AppState>,
-    scope: ProjectScope,
-    Query(IdParams { id }): Query<IdParams>,
+    ProjectAdmin {
+        project,
+        input: Query(IdParams { id, .. }),
+        ..
+    }: ProjectAdmin<Query<IdParams<HistoryRecord>>>,
 ) -> Result<Envelope<bool>> {
-    state
-        .authority
-        .require_admin(&scope.project, &scope.user)
-        .await?;
     let entry = state
         .store
-        .find_history(&scope.project, id)
+        .find_history(&project, id)
         .await?
         .ok_or(AppError::HistoryNotFound(id))?;
     let target = state

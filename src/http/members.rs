@@ -13,8 +13,8 @@ use crate::auth::MEMBERS_MANAGED_IN_BKCI;
 use crate::config::AuthMode;
 use crate::domain::{EpochMillis, Member, MemberRole, ProjectId, UserId};
 use crate::error::{AppError, Result};
-use crate::http::envelope::{Envelope, ErrorEnvelope};
-use crate::http::extract::{Path, Query, ServiceCaller, parse_project_id};
+use crate::http::envelope::{Envelope, ErrorResponse};
+use crate::http::extract::{Path, Query, ServiceCaller, ServiceTokenHeader, parse_project_id};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,8 +60,8 @@ struct RoleParams {
     path = "/op/projects/{project_id}/members/{user_id}",
     operation_id = "member_set",
     tag = "op",
-    params(MemberPath, ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN"), RoleParams),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(MemberPath, ServiceTokenHeader, RoleParams),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn set(
     State(state): State<AppState>,
@@ -82,8 +82,8 @@ async fn set(
     path = "/op/projects/{project_id}/members/{user_id}",
     operation_id = "member_remove",
     tag = "op",
-    params(MemberPath, ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
-    responses((status = 200, description = "Success envelope", body = Envelope<bool>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(MemberPath, ServiceTokenHeader),
+    responses((status = 200, description = "Success envelope", body = Envelope<bool>), ErrorResponse)
 )]
 async fn remove(
     State(state): State<AppState>,
@@ -125,8 +125,8 @@ impl From<Member> for MemberRecord {
     path = "/op/projects/{project_id}/members",
     operation_id = "member_list",
     tag = "op",
-    params(("project_id" = ProjectId, Path, description = "The project's English name"), ("X-DEVOPS-BK-TOKEN" = String, Header, description = "Equal to the service's SERVICE_TOKEN")),
-    responses((status = 200, description = "Success envelope", body = Envelope<Vec<MemberRecord>>), (status = "default", description = "Error envelope", body = ErrorEnvelope))
+    params(("project_id" = ProjectId, Path, description = "The project's English name"), ServiceTokenHeader),
+    responses((status = 200, description = "Success envelope", body = Envelope<Vec<MemberRecord>>), ErrorResponse)
 )]
 async fn list(
     State(state): State<AppState>,

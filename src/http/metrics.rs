@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::domain::now_millis;
 use crate::error::Result;
-use crate::http::envelope::ErrorEnvelope;
+use crate::http::envelope::ErrorResponse;
 use crate::telemetry::{self, names};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "health",
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
-        (status = "default", description = "Error envelope", body = ErrorEnvelope)
+        ErrorResponse
     )
 )]
 async fn render(State(state): State<AppState>) -> Result<impl IntoResponse> {

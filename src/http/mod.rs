@@ -11,6 +11,7 @@ mod history;
 mod members;
 mod metrics;
 mod paging;
+mod params;
 pub mod server;
 
 use std::any::Any;
@@ -35,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::AppState;
 use crate::domain::ApigwType;
 use crate::error::AppError;
+use crate::http::envelope::ErrorEnvelope;
 use crate::telemetry::names;
 use error::ErrorDetail;
 
@@ -46,7 +48,7 @@ use error::ErrorDetail;
                        and their reliable delivery. Every response is the envelope \
                        {status, message, data}; status 0 is success."
     ),
-    components(schemas(ApigwType)),
+    components(schemas(ApigwType, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
         (name = "history", description = "Delivery attempts"),

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::domain::PageRequest;
-use crate::error::{AppError, Result};
+use crate::http::extract::Refusal;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -11,31 +11,57 @@ use crate::error::{AppError, Result};
 pub struct PageParams {
     /// 1-based page number (default 1).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    pub page: Option<u32>,
+    pub page: Option<PageNumber>,
     /// Records per page: default 20, at most 100 (larger values are capped).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    pub page_size: Option<u32>,
+    pub page_size: Option<PageSize>,
 }
 
 impl PageParams {
-    /// `page` ≥ 1 and `pageSize` ≥ 1; a `pageSize` above the maximum is capped, as bk-ci does.
-    pub fn validate(&self) -> Result<PageRequest> {
-        let page = self.page.unwrap_or(1);
-        let page_size = self.page_size.unwrap_or(PageRequest::DEFAULT_PAGE_SIZE);
+    /// The page asked for, with the defaults filled in.
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            page: self.page.map_or(1, |PageNumber(page)| page),
+            page_size: self
+                .page_size
+                .map_or(PageRequest::DEFAULT_PAGE_SIZE, |PageSize(size)| size),
+        }
+    }
+}
+
+/// `page`: 1 or more.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct PageNumber(u32);
+
+impl TryFrom<u32> for PageNumber {
+    type Error = Refusal;
+
+    fn try_from(page: u32) -> Result<Self, Refusal> {
         if page == 0 {
-            return Err(AppError::BadRequest(
+            return Err(Refusal(
                 "query parameter page must be at least 1".to_owned(),
             ));
         }
-        if page_size == 0 {
-            return Err(AppError::BadRequest(format!(
+        Ok(Self(page))
+    }
+}
+
+/// `pageSize`: 1 or more; a size above the maximum is capped, as bk-ci does.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct PageSize(u32);
+
+impl TryFrom<u32> for PageSize {
+    type Error = Refusal;
+
+    fn try_from(size: u32) -> Result<Self, Refusal> {
+        if size == 0 {
+            return Err(Refusal(format!(
                 "query parameter pageSize must be between 1 and {}",
                 PageRequest::MAX_PAGE_SIZE
             )));
         }
-        Ok(PageRequest {
-            page,
-            page_size: page_size.min(PageRequest::MAX_PAGE_SIZE),
-        })
+        Ok(Self(size.min(PageRequest::MAX_PAGE_SIZE)))
     }
 }

@@ -13,6 +13,7 @@ backend_tests!(
     projects_cannot_reach_each_others_callbacks,
     paging_counts_pages_and_caps_page_size,
     bad_query_parameters_are_400s_naming_the_parameter,
+    a_bad_parameter_is_a_400_before_the_permission_check,
     bad_urls_get_their_bk_ci_codes,
     delete_removes_and_reports_missing_ids,
     the_secret_token_never_appears_in_a_response,
@@ -445,6 +446,178 @@ async fn bad_query_parameters_are_400s_naming_the_parameter(backend: Backend) {
     );
     let (_, body) = server.list("demo", "alice", "").await;
     assert_eq!(body["data"]["count"], 0, "nothing was written");
+}
+
+/// The permission is checked last: whoever asks, a bad query parameter is a 400 with the same
+/// words as for an admin. A missing caller or an unknown gateway type still comes first.
+async fn a_bad_parameter_is_a_400_before_the_permission_check(backend: Backend) {
+    let (_db, server) = admin_server(backend).await;
+    server.set_member("demo", "mary", "member").await;
+    let url = enc(&public_url("x"));
+    let exactly = |answer: (StatusCode, Value), message: &str| {
+        assert_error(&answer, 400, 400, &[]);
+        assert_eq!(answer.1["message"], message);
+    };
+    // Admin routes, as a member and as a stranger.
+    for user in ["mary", "sam"] {
+        exactly(
+            server
+                .create(
+                    "demo",
+                    user,
+                    &create_query("BUILD_END", "IDC", &public_url("x"), Some("a b")),
+                )
+                .await,
+            "query parameter secretToken may only contain visible ASCII characters (no spaces or control characters)",
+        );
+        exactly(
+            server
+                .create(
+                    "demo",
+                    user,
+                    &create_query(
+                        "BUILD_END",
+                        "IDC",
+                        &public_url("x"),
+                        Some("t".repeat(1025).as_str()),
+                    ),
+                )
+                .await,
+            "query parameter secretToken must be at most 1024 bytes",
+        );
+        exactly(
+            server
+                .create(
+                    "demo",
+                    user,
+                    &create_query("BUILD_END", "IDC", &public_url("x"), Some("enc:v1:abc")),
+                )
+                .await,
+            "query parameter secretToken must not start with `enc:v1:`",
+        );
+        let batch = |events: &str| format!("/batch?event={events}&region=IDC&url={url}");
+        exactly(
+            server
+                .v4(
+                    Method::POST,
+                    "demo",
+                    &batch("BUILD_START,,BUILD_END"),
+                    Some(user),
+                )
+                .await,
+            "query parameter event must be event names separated by commas, none empty",
+        );
+        let (status, body) = server
+            .v4(Method::POST, "demo", &batch("BUILD_START,NOPE"), Some(user))
+            .await;
+        assert_error(&(status, body.clone()), 400, 400, &["NOPE", "BUILD_END"]);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid query parameter: event: unknown value `NOPE`"),
+            "{body}"
+        );
+        for tail in [
+            "/callback?id=x",
+            "/callback_enable?id=",
+            "/callback_disable",
+            "/callback_retry?id=1.5",
+        ] {
+            let method = match tail {
+                "/callback?id=x" => Method::DELETE,
+                "/callback_retry?id=1.5" => Method::POST,
+                _ => Method::PUT,
+            };
+            assert_error(
+                &server.v4(method, "demo", tail, Some(user)).await,
+                400,
+                400,
+                &["id"],
+            );
+        }
+    }
+    // Member routes, as a stranger.
+    exactly(
+        server.list("demo", "sam", "page=0").await,
+        "query parameter page must be at least 1",
+    );
+    exactly(
+        server.list("demo", "sam", "pageSize=0").await,
+        "query parameter pageSize must be between 1 and 100",
+    );
+    assert_error(
+        &server.list("demo", "sam", "pageSize=abc").await,
+        400,
+        400,
+        &["pageSize"],
+    );
+    exactly(
+        server.history("demo", "sam", "page=0").await,
+        "query parameter page must be at least 1",
+    );
+    exactly(
+        server.history("demo", "sam", "startTime=2024-05-01").await,
+        "query parameter startTime must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got \"2024-05-01\"",
+    );
+    exactly(
+        server
+            .history(
+                "demo",
+                "sam",
+                &format!(
+                    "startTime={}&endTime={}",
+                    enc("2024-05-02 00:00:00"),
+                    enc("2024-05-01 00:00:00")
+                ),
+            )
+            .await,
+        "query parameter startTime must not be after endTime",
+    );
+    exactly(
+        server.history("demo", "sam", "url=a%0Ab").await,
+        "query parameter url must not contain control characters",
+    );
+    // The permission is still refused once the query is good.
+    assert_error(
+        &server.list("demo", "sam", "page=1").await,
+        403,
+        2101133,
+        &["sam"],
+    );
+    // The caller and the route are checked before the query.
+    assert_error(
+        &server
+            .v4(Method::GET, "demo", "/callback_list?page=0", None)
+            .await,
+        401,
+        401,
+        &["X-DEVOPS-UID"],
+    );
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/apigw-nope/v4/projects/demo/callbacks/callback_list?page=0",
+            &[("X-DEVOPS-UID", "sam")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A value that only looks like a refusal of ours is answered as any other bad value.
+    let (status, body) = server
+        .create(
+            "demo",
+            "alice",
+            &format!("event=BUILD_END&region=%1Eidc&url={url}"),
+        )
+        .await;
+    assert_error(&(status, body.clone()), 400, 400, &["region", "DEVNET"]);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid query parameter: "),
+        "{body}"
+    );
 }
 
 async fn bad_urls_get_their_bk_ci_codes(backend: Backend) {
