@@ -10,6 +10,7 @@ use devops_callbacks::auth::gateway::GatewayVerifier;
 use devops_callbacks::config::{AuthMode, Config};
 use devops_callbacks::delivery::intake;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
+use devops_callbacks::http::PublishedEvent;
 use devops_callbacks::{AppState, store, telemetry};
 
 #[derive(Parser)]
@@ -108,69 +109,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // unusable variable does.
     let gateway = GatewayVerifier::from_config(&config)?;
     match command {
-        Command::Serve => {
-            telemetry::init(config.log_format);
-            if config.service_token.is_none() {
-                tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
-            }
-            if gateway.is_none() {
-                tracing::warn!(
-                    "APIGW_PUBLIC_KEY_FILE is unset: X-DEVOPS-UID is trusted as sent; \
-                     expose the service only behind the API gateway"
-                );
-            }
-            let store = store::open(&config).await.context("opening the database")?;
-            let listener = tokio::net::TcpListener::bind(config.listen_addr)
-                .await
-                .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-            devops_callbacks::serve(
-                AppState::new(config, store, gateway),
-                listener,
-                devops_callbacks::shutdown_signal(),
-            )
-            .await?;
-        }
-        Command::Migrate => {
-            let store = store::open(&config)
-                .await
-                .context("migrating the database")?;
-            println!("migrations applied");
-            if config.secret_encryption_key.is_some() {
-                let sealed = store
-                    .seal_plaintext_secret_tokens()
-                    .await
-                    .context("encrypting stored secret tokens")?;
-                println!("{sealed} plaintext secret token(s) encrypted");
-            }
-        }
-        Command::Members { action } => {
-            if let AuthMode::BkCi(_) = config.auth_mode {
-                anyhow::bail!(MEMBERS_MANAGED_IN_BKCI);
-            }
-            let store = store::open(&config).await.context("opening the database")?;
-            match action {
-                MembersAction::Add {
-                    project,
-                    user,
-                    role,
-                } => {
-                    store.set_member(&project, &user, role).await?;
-                    println!("{user} is now {role} of {project}");
-                }
-                MembersAction::Remove { project, user } => {
-                    if !store.remove_member(&project, &user).await? {
-                        eprintln!("{user} is not a member of {project}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    println!("{user} removed from {project}");
-                }
-                MembersAction::List { project } => {
-                    for member in store.list_members(&project).await? {
-                        println!("{}\t{}", member.user_id, member.role);
-                    }
-                }
-            }
-        }
+        Command::Serve => serve(config, gateway).await?,
+        Command::Migrate => migrate(&config).await?,
+        Command::Members { action } => return members(&config, action).await,
         Command::Events {
             action:
                 EventsAction::Publish {
@@ -179,16 +120,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     data,
                     event_id,
                 },
-        } => {
-            let data: Box<serde_json::value::RawValue> =
-                serde_json::from_str(&data).context("--data must be JSON")?;
-            let event = intake::accept(project, event, &data, event_id.as_deref())?;
-            let store = store::open(&config).await.context("opening the database")?;
-            // A server on PostgreSQL is woken by the commit; on SQLite its poll finds the event.
-            let wake = tokio::sync::Notify::new();
-            let published = intake::publish(store.clone(), &wake, vec![event]).await?;
-            println!("{}", serde_json::to_string(&published[0])?);
-        }
+        } => publish(&config, project, event, &data, event_id.as_deref()).await?,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {
                 let mut addr = config.listen_addr;
@@ -201,6 +133,94 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, gateway: Option<GatewayVerifier>) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    if config.service_token.is_none() {
+        tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
+    }
+    if gateway.is_none() {
+        tracing::warn!(
+            "APIGW_PUBLIC_KEY_FILE is unset: X-DEVOPS-UID is trusted as sent; \
+             expose the service only behind the API gateway"
+        );
+    }
+    let store = store::open(&config).await.context("opening the database")?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+    devops_callbacks::serve(
+        AppState::new(config, store, gateway),
+        listener,
+        devops_callbacks::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = store::open(config)
+        .await
+        .context("migrating the database")?;
+    println!("migrations applied");
+    if config.secret_encryption_key.is_some() {
+        let sealed = store
+            .seal_plaintext_secret_tokens()
+            .await
+            .context("encrypting stored secret tokens")?;
+        println!("{sealed} plaintext secret token(s) encrypted");
+    }
+    Ok(())
+}
+
+async fn members(config: &Config, action: MembersAction) -> anyhow::Result<ExitCode> {
+    if let AuthMode::BkCi(_) = config.auth_mode {
+        anyhow::bail!(MEMBERS_MANAGED_IN_BKCI);
+    }
+    let store = store::open(config).await.context("opening the database")?;
+    match action {
+        MembersAction::Add {
+            project,
+            user,
+            role,
+        } => {
+            store.set_member(&project, &user, role).await?;
+            println!("{user} is now {role} of {project}");
+        }
+        MembersAction::Remove { project, user } => {
+            if !store.remove_member(&project, &user).await? {
+                eprintln!("{user} is not a member of {project}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("{user} removed from {project}");
+        }
+        MembersAction::List { project } => {
+            for member in store.list_members(&project).await? {
+                println!("{}\t{}", member.user_id, member.role);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publish(
+    config: &Config,
+    project: ProjectId,
+    event: CallbackEvent,
+    data: &str,
+    event_id: Option<&str>,
+) -> anyhow::Result<()> {
+    let data: Box<serde_json::value::RawValue> =
+        serde_json::from_str(data).context("--data must be JSON")?;
+    let event = intake::accept(project, event, &data, event_id)?;
+    let store = store::open(config).await.context("opening the database")?;
+    // A server on PostgreSQL is woken by the commit; on SQLite its poll finds the event.
+    let wake = tokio::sync::Notify::new();
+    let mut published = intake::publish(store.clone(), &wake, vec![event]).await?;
+    let answer = PublishedEvent::from(published.remove(0));
+    println!("{}", serde_json::to_string(&answer)?);
+    Ok(())
 }
 
 async fn healthcheck(url: &str) -> ExitCode {

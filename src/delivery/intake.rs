@@ -37,10 +37,17 @@ pub enum IntakeError {
     #[error("{} of {} events were refused", refused.len(), answers.len())]
     Refused {
         refused: Vec<String>,
-        answers: Vec<serde_json::Value>,
+        answers: Vec<EventAnswer>,
     },
     #[error("intake task failed: {0}")]
     TaskFailed(String),
+}
+
+/// One event's answer in a batch that was stored event by event.
+#[derive(Debug)]
+pub enum EventAnswer {
+    Stored(Published),
+    Refused { event_id: EventId, reason: String },
 }
 
 /// Validates one event and builds the exact body every delivery will POST: `{"event","data"}`
@@ -113,17 +120,17 @@ async fn publish_isolated(
         match store.publish(std::slice::from_ref(event)).await {
             Ok(mut one) => {
                 let one = one.remove(0);
-                answers.push(serde_json::to_value(&one).expect("an answer serializes"));
+                answers.push(EventAnswer::Stored(one.clone()));
                 published.push(one);
             }
             Err(error) if error.is_unavailable() => return Err(error.into()),
             Err(error) => {
                 let reason = error.reason();
                 refused.push(format!("event [{index}]: {reason}"));
-                answers.push(serde_json::json!({
-                    "eventId": event.event_id,
-                    "error": reason,
-                }));
+                answers.push(EventAnswer::Refused {
+                    event_id: event.event_id.clone(),
+                    reason,
+                });
             }
         }
     }

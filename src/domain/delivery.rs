@@ -17,8 +17,7 @@ pub struct NewEvent {
 }
 
 /// What the intake answers for one event (the original answer when the event id was seen before).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub event_id: EventId,
     pub deliveries: u32,

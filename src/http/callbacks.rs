@@ -9,12 +9,12 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, Page, ProjectId, Region, UserId,
+    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, ProjectId, Region, UserId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query};
-use crate::http::paging::PageParams;
+use crate::http::paging::{Page, PageParams};
 use crate::http::params::{EventList, IdParams, Identified, RegisterParams};
 
 const BASE: &str = "/{apigw_type}/v4/projects/{project_id}/callbacks";

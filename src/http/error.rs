@@ -4,10 +4,11 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::delivery::intake::{IntakeError, InvalidEvent};
+use crate::delivery::intake::{EventAnswer, IntakeError, InvalidEvent};
 use crate::domain::InvalidUrl;
 use crate::error::AppError;
 use crate::http::envelope::ErrorEnvelope;
+use crate::http::events::PublishedEvent;
 use crate::store::StoreError;
 
 /// Attached to 5xx responses so the logging middleware can report the cause; never sent.
@@ -112,9 +113,21 @@ impl From<IntakeError> for AppError {
     fn from(error: IntakeError) -> Self {
         match error {
             IntakeError::Store(e) => AppError::Store(e),
-            IntakeError::Refused { refused, answers } => {
-                AppError::EventsRefused { refused, answers }
-            }
+            IntakeError::Refused { refused, answers } => AppError::EventsRefused {
+                refused,
+                answers: answers
+                    .into_iter()
+                    .map(|answer| match answer {
+                        EventAnswer::Stored(published) => {
+                            serde_json::to_value(PublishedEvent::from(published))
+                                .expect("an answer serializes")
+                        }
+                        EventAnswer::Refused { event_id, reason } => {
+                            serde_json::json!({ "eventId": event_id, "error": reason })
+                        }
+                    })
+                    .collect(),
+            },
             IntakeError::TaskFailed(e) => AppError::Internal(format!("intake task failed: {e}")),
         }
     }

@@ -1,7 +1,7 @@
 //! Event intake, for the services that produce events: `/service/callbacks/…`, service token only.
 
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -40,18 +40,18 @@ struct EventBody {
     tag = "intake",
     params(("project_id" = ProjectId, Path, description = "The project's English name"), ServiceTokenHeader),
     request_body = EventBody,
-    responses((status = 200, description = "Success envelope", body = Envelope<Published>), ErrorResponse)
+    responses((status = 200, description = "Success envelope", body = Envelope<PublishedEvent>), ErrorResponse)
 )]
 async fn publish_one(
     State(state): State<AppState>,
     _: ServiceCaller,
     Path(project_id): Path<String>,
     Json(body): Json<EventBody>,
-) -> Result<Envelope<Published>> {
+) -> Result<Envelope<PublishedEvent>> {
     let project = parse_project_id(&project_id)?;
     let event = intake::accept(project, body.event, &body.data, body.event_id.as_deref())?;
     let mut published = intake::publish(state.store.clone(), &state.wake, vec![event]).await?;
-    Ok(Envelope::ok(published.remove(0)))
+    Ok(Envelope::ok(published.remove(0).into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -103,13 +103,13 @@ impl utoipa::ToSchema for EventBatch {
     tag = "intake",
     params(ServiceTokenHeader),
     request_body = EventBatch,
-    responses((status = 200, description = "Success envelope", body = Envelope<Vec<Published>>), ErrorResponse)
+    responses((status = 200, description = "Success envelope", body = Envelope<Vec<PublishedEvent>>), ErrorResponse)
 )]
 async fn publish_batch(
     State(state): State<AppState>,
     _: ServiceCaller,
     Json(EventBatch(items)): Json<EventBatch>,
-) -> Result<Envelope<Vec<Published>>> {
+) -> Result<Envelope<Vec<PublishedEvent>>> {
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(AppError::BadRequest(format!(
             "a batch carries 1 to {MAX_BATCH} events, this one has {}",
@@ -127,7 +127,25 @@ async fn publish_batch(
             project.map_err(|e| AppError::BadRequest(format!("event [{index}]: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let published = intake::publish(state.store.clone(), &state.wake, events).await?;
     Ok(Envelope::ok(
-        intake::publish(state.store.clone(), &state.wake, events).await?,
+        published.into_iter().map(Into::into).collect(),
     ))
+}
+
+/// What the intake answers for one event (the original answer when the event id was seen before).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedEvent {
+    event_id: EventId,
+    deliveries: u32,
+}
+
+impl From<Published> for PublishedEvent {
+    fn from(published: Published) -> Self {
+        Self {
+            event_id: published.event_id,
+            deliveries: published.deliveries,
+        }
+    }
 }

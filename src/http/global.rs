@@ -7,12 +7,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::domain::{CallbackId, Page, ProjectId};
+use crate::domain::{CallbackId, ProjectId};
 use crate::error::{AppError, Result};
 use crate::http::callbacks::{CallbackRecord, page_of, register};
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{Caller, Path, Query, ServiceCaller, ServiceTokenHeader};
-use crate::http::paging::PageParams;
+use crate::http::paging::{Page, PageParams};
 use crate::http::params::{ProjectEvent, RegisterParams};
 
 pub fn router() -> OpenApiRouter<AppState> {

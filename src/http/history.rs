@@ -13,14 +13,14 @@ use crate::delivery::resend;
 use crate::delivery::sender::masked;
 use crate::domain::{
     AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
-    Page, PageRequest, ProjectId,
+    PageRequest, ProjectId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{
     CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query, Refusal, checked,
 };
-use crate::http::paging::{PageNumber, PageParams, PageSize};
+use crate::http::paging::{Page, PageNumber, PageParams, PageSize};
 use crate::http::params::{IdParams, Identified};
 
 pub fn router() -> OpenApiRouter<AppState> {

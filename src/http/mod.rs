@@ -14,6 +14,7 @@ mod paging;
 mod params;
 pub mod server;
 
+pub use events::PublishedEvent;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! `page` and `pageSize`, shared by every listing.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::PageRequest;
 use crate::http::extract::Refusal;
@@ -63,5 +63,44 @@ impl TryFrom<u32> for PageSize {
             )));
         }
         Ok(Self(size.min(PageRequest::MAX_PAGE_SIZE)))
+    }
+}
+
+/// One page of results, in bk-ci's `Page` shape.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub count: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+    pub records: Vec<T>,
+}
+
+impl<T> Page<T> {
+    pub fn new(request: PageRequest, count: u64, records: Vec<T>) -> Self {
+        Self {
+            count,
+            page: request.page,
+            page_size: request.page_size,
+            total_pages: count.div_ceil(u64::from(request.page_size)),
+            records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn total_pages_round_up() {
+        let request = PageRequest {
+            page: 3,
+            page_size: 20,
+        };
+        assert_eq!(Page::new(request, 41, Vec::<()>::new()).total_pages, 3);
+        assert_eq!(Page::new(request, 0, Vec::<()>::new()).total_pages, 0);
+        assert_eq!(Page::new(request, 40, Vec::<()>::new()).total_pages, 2);
     }
 }
