@@ -6,9 +6,9 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod domain;
-pub mod error;
+pub(crate) mod error;
 pub mod http;
-pub mod secrets;
+pub(crate) mod secrets;
 pub mod store;
 pub mod telemetry;
 

@@ -5,7 +5,7 @@
 //! Refusals are kept for a fifth of that, so a newly granted user waits less. A source that
 //! cannot answer is a 503, never an allow, and is not cached.
 
-pub mod bkci;
+mod bkci;
 pub mod gateway;
 mod local;
 

@@ -12,10 +12,10 @@
 //! - `ssrf`: which addresses callbacks may reach.
 
 pub mod intake;
-pub mod outcome;
-pub mod resend;
-pub mod retention;
-pub mod retry;
-pub mod sender;
+pub(crate) mod outcome;
+pub(crate) mod resend;
+pub(crate) mod retention;
+pub(crate) mod retry;
+pub(crate) mod sender;
 pub mod ssrf;
-pub mod worker;
+pub(crate) mod worker;

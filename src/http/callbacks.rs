@@ -46,6 +46,7 @@ async fn create(
         project,
         user,
         input: Query(params),
+        ..
     }: ProjectAdmin<Query<RegisterParams<CallbackEvent>>>,
 ) -> Result<Envelope<bool>> {
     register(&state, project, user, params).await
@@ -116,6 +117,7 @@ async fn create_batch(
         project,
         user,
         input: Query(params),
+        ..
     }: ProjectAdmin<Query<RegisterParams<EventList>>>,
 ) -> Result<Envelope<BatchResult>> {
     let events = params.event.0.clone();
@@ -257,6 +259,7 @@ async fn set_enabled(
         project,
         user,
         input: Query(IdParams { id, .. }),
+        ..
     } = admin;
     let reason = (!enabled).then(|| format!("disabled by {user}"));
     if !state

@@ -10,6 +10,8 @@ use serde::{Deserialize, Deserializer};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use std::marker::PhantomData;
+
 use crate::auth::Permission;
 use crate::auth::gateway::BKAPI_JWT;
 use crate::config::Config;
@@ -182,71 +184,62 @@ impl FromRequestParts<AppState> for ProjectScope {
     }
 }
 
-/// A project admin (create, batch create, delete, enable, disable, re-send) and the route's
-/// input `I` (its query). See [`ProjectMember`] for the order of the checks.
-pub struct ProjectAdmin<I> {
-    pub project: ProjectId,
-    pub user: UserId,
-    pub input: I,
-}
-
-/// A project member (list, history; admins are members too) and the route's input `I`.
+/// A caller holding permission `P` in the v4 scope's project, and the route's input `I` (its
+/// query): see [`ProjectAdmin`] and [`ProjectMember`].
 ///
 /// The checks run in the order that decides which error a request gets: first the
 /// [`ProjectScope`] (404 for an unknown gateway type, 400 for a bad `projectId`, 401 without a
 /// caller), then the input (400 for a bad parameter, whoever asks), and only then the
 /// permission (403).
-pub struct ProjectMember<I> {
+pub struct Permitted<P, I> {
     pub project: ProjectId,
     pub user: UserId,
     pub input: I,
+    role: PhantomData<P>,
 }
 
-impl<I> FromRequestParts<AppState> for ProjectAdmin<I>
+/// A project admin: create, batch create, delete, enable, disable, re-send.
+pub type ProjectAdmin<I> = Permitted<Admin, I>;
+/// A project member (admins are members too): list, history.
+pub type ProjectMember<I> = Permitted<Member, I>;
+
+/// The permission a [`Permitted`] extractor demands.
+pub trait Role {
+    const PERMISSION: Permission;
+}
+
+pub struct Admin;
+pub struct Member;
+
+impl Role for Admin {
+    const PERMISSION: Permission = Permission::Admin;
+}
+
+impl Role for Member {
+    const PERMISSION: Permission = Permission::Member;
+}
+
+impl<P, I> FromRequestParts<AppState> for Permitted<P, I>
 where
+    P: Role + Send,
     I: FromRequestParts<AppState, Rejection = AppError> + Send,
 {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let (project, user, input) = permitted(parts, state, Permission::Admin).await?;
+        let ProjectScope { project, user } = ProjectScope::from_request_parts(parts, state).await?;
+        let input = I::from_request_parts(parts, state).await?;
+        state
+            .authority
+            .require(P::PERMISSION, &project, &user)
+            .await?;
         Ok(Self {
             project,
             user,
             input,
+            role: PhantomData,
         })
     }
-}
-
-impl<I> FromRequestParts<AppState> for ProjectMember<I>
-where
-    I: FromRequestParts<AppState, Rejection = AppError> + Send,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let (project, user, input) = permitted(parts, state, Permission::Member).await?;
-        Ok(Self {
-            project,
-            user,
-            input,
-        })
-    }
-}
-
-/// The scope, the input, then the permission: see [`ProjectMember`].
-async fn permitted<I>(
-    parts: &mut Parts,
-    state: &AppState,
-    permission: Permission,
-) -> Result<(ProjectId, UserId, I), AppError>
-where
-    I: FromRequestParts<AppState, Rejection = AppError>,
-{
-    let ProjectScope { project, user } = ProjectScope::from_request_parts(parts, state).await?;
-    let input = I::from_request_parts(parts, state).await?;
-    state.authority.require(permission, &project, &user).await?;
-    Ok((project, user, input))
 }
 
 /// The user named by `X-DEVOPS-UID`.

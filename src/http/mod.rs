@@ -1,10 +1,10 @@
 //! The HTTP surface: one `app(state)` router shared by the server and the tests.
 
 mod callbacks;
-pub mod envelope;
+mod envelope;
 mod error;
 mod events;
-pub mod extract;
+mod extract;
 mod global;
 mod health;
 mod history;
@@ -12,7 +12,7 @@ mod members;
 mod metrics;
 mod paging;
 mod params;
-pub mod server;
+pub(crate) mod server;
 
 pub use events::PublishedEvent;
 use std::any::Any;
