@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod domain;
 pub(crate) mod error;
 pub mod http;
+pub mod import;
 pub(crate) mod secrets;
 pub mod store;
 pub mod telemetry;

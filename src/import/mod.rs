@@ -1,0 +1,3 @@
+//! `import-bkci`: bring bk-ci's registrations over.
+
+pub mod aes;
