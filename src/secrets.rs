@@ -27,6 +27,42 @@ impl Secret {
     }
 }
 
+/// Longest accepted callback secret token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// Why a callback secret token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    #[error("must be at most {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    #[error("may only contain visible ASCII characters (no spaces or control characters)")]
+    NotVisibleAscii,
+    #[error("must not start with `{SEALED_PREFIX}`")]
+    LooksSealed,
+}
+
+impl Secret {
+    /// A callback's secret token as stored: empty means none, it has a length limit, visible
+    /// ASCII only (it travels as a header value and keys the signature: nothing that could
+    /// break a header or read differently on the receiver's side), and it must not look sealed
+    /// (stored tokens with that prefix are taken for sealed ones).
+    pub fn callback_token(token: String) -> Result<Option<Self>, InvalidToken> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(InvalidToken::TooLong);
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidToken::NotVisibleAscii);
+        }
+        if Sealer::is_sealed(&token) {
+            return Err(InvalidToken::LooksSealed);
+        }
+        Ok(Some(Self(token)))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")

@@ -41,3 +41,28 @@ pub struct Member {
     pub created_at: EpochMillis,
     pub updated_at: EpochMillis,
 }
+
+/// A registration brought over from another system (bk-ci) with its whole state: its id there,
+/// which the other system's clients keep using, whether it is enabled and since when it fails.
+#[derive(Debug, Clone)]
+pub struct ImportedCallback {
+    pub id: CallbackId,
+    pub callback: NewCallback,
+    /// The last one to change it there (`callback.user` created it).
+    pub updater: UserId,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub enabled: bool,
+    pub failure_time: Option<EpochMillis>,
+    pub disabled_reason: Option<String>,
+}
+
+/// What importing one registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Imported,
+    Updated,
+    Unchanged,
+    /// Not written: a different registration here holds its id or its key.
+    Conflict(String),
+}

@@ -7,7 +7,7 @@ mod ids;
 mod names;
 mod url;
 
-pub use callback::{Callback, Member, NewCallback};
+pub use callback::{Callback, ImportOutcome, ImportedCallback, Member, NewCallback};
 pub use delivery::{
     Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,

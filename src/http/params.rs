@@ -12,7 +12,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::domain::{CallbackEvent, Region};
 use crate::http::extract::{Refusal, checked};
-use crate::secrets::{SEALED_PREFIX, Sealer, Secret};
+use crate::secrets::Secret;
 
 /// The query of a registration. `E` is what `event` holds: one `CallbackEvent` (create), an
 /// [`EventList`] (batch create) or a [`ProjectEvent`] (global create).
@@ -31,36 +31,11 @@ pub struct RegisterParams<E: ToSchema> {
     pub secret_token: Option<Secret>,
 }
 
-/// Longest accepted `secretToken`, in bytes.
-const MAX_SECRET_TOKEN_LEN: usize = 1024;
-
-/// `secretToken` as stored: empty means none, it has a length limit, visible ASCII only, and it
-/// must not look sealed (stored tokens with that prefix are taken for sealed ones). Sealing
-/// happens in the store.
+/// `secretToken`: see `Secret::callback_token` for the rule.
 fn secret_token<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
     let token = checked(deserializer, |token| {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        if token.len() > MAX_SECRET_TOKEN_LEN {
-            return Err(Refusal(format!(
-                "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-            )));
-        }
-        // It travels as a header value and keys the signature: visible ASCII, nothing that
-        // could break a header (CR, LF, NUL) or read differently on the receiver's side.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Refusal(
-                "query parameter secretToken may only contain visible ASCII characters (no spaces or control characters)"
-                    .to_owned(),
-            ));
-        }
-        if Sealer::is_sealed(&token) {
-            return Err(Refusal(format!(
-                "query parameter secretToken must not start with `{SEALED_PREFIX}`"
-            )));
-        }
-        Ok(Some(Secret::new(token)))
+        Secret::callback_token(token)
+            .map_err(|e| Refusal(format!("query parameter secretToken {e}")))
     })?;
     Ok(token.flatten())
 }

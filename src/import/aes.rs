@@ -119,6 +119,9 @@ mod tests {
     fn a_wrong_key_or_plaintext_is_refused() {
         let cipher = BkciCipher::new("not-the-key");
         assert!(cipher.decrypt("uMPAbnziAlf8MlaMrjjh6w==").is_err());
-        assert_eq!(cipher.decrypt("plain token!"), Err(Undecryptable::NotBase64));
+        assert_eq!(
+            cipher.decrypt("plain token!"),
+            Err(Undecryptable::NotBase64)
+        );
     }
 }

@@ -1,3 +1,182 @@
-//! `import-bkci`: bring bk-ci's registrations over.
+//! `import-bkci`: brings bk-ci's registrations over, idempotently. Each row is checked as our
+//! own API would check it (ids, event, URL shape, ports and the SSRF rule, token), decrypted
+//! where bk-ci encrypted it, and stored under its bk-ci id; a row that cannot be taken is
+//! skipped with its reason, and the others still go in.
+//!
+//! The SQL against bk-ci's database lives in `bkci.rs`: it reads another system's tables and
+//! is no part of our store.
 
 pub mod aes;
+pub mod bkci;
+
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+use crate::delivery::ssrf::SsrfGuard;
+use crate::domain::{
+    CallbackEvent, CallbackUrl, EpochMillis, ImportOutcome, ImportedCallback, NewCallback,
+    ProjectId, Region, UserId,
+};
+use crate::secrets::Secret;
+use crate::store::{ImportStore, StoreError};
+use aes::BkciCipher;
+use bkci::ProjectCallbackRow;
+
+/// How to read bk-ci's rows.
+pub struct Options {
+    /// `project.callback.aes-key`, for the values bk-ci encrypted.
+    pub aes_key: Option<String>,
+    /// bk-ci's time zone (its JDBC `serverTimezone`): its datetimes carry none.
+    pub time_zone: Tz,
+    /// What the rows' URLs must pass, as at registration.
+    pub blocked_ports: Vec<u16>,
+    /// Decide and report everything, write nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one row.
+#[derive(Debug)]
+pub struct Entry {
+    /// The row, in bk-ci's terms (`T_PROJECT_PIPELINE_CALLBACK#12`, …).
+    pub row: String,
+    pub result: Result<ImportOutcome, String>,
+}
+
+/// Reads a row of bk-ci's into our terms, or says why it cannot be taken.
+struct Reader<'a> {
+    options: &'a Options,
+    cipher: Option<BkciCipher>,
+    guard: &'a SsrfGuard,
+}
+
+impl Reader<'_> {
+    fn time(&self, column: &str, text: &str) -> Result<EpochMillis, String> {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+            .map_err(|e| format!("{column} `{text}` is not a date-time: {e}"))?;
+        self.options
+            .time_zone
+            .from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.timestamp_millis())
+            .ok_or_else(|| format!("{column} `{text}` does not exist in {}", self.options.time_zone))
+    }
+
+    async fn url(&self, raw: &str) -> Result<String, String> {
+        let url = CallbackUrl::parse(raw, &self.options.blocked_ports)
+            .map_err(|e| format!("url refused: {e}"))?;
+        self.guard
+            .check_url(&url)
+            .await
+            .map_err(|blocked| format!("url refused: {blocked}"))?;
+        Ok(url.into_string())
+    }
+
+    /// A project-level or global registration. Those bk-ci never delivers (global rows of
+    /// other than PROJECT_* events, PROJECT_CREATE and STREAM_ENABLED, which nothing produces
+    /// there) come over disabled, with the reason, rather than suddenly firing.
+    async fn project_callback(&self, row: &ProjectCallbackRow) -> Result<ImportedCallback, String> {
+        let project = ProjectId::from_stored(&row.project_id)
+            .map_err(|e| format!("PROJECT_ID `{}` {e}", row.project_id))?;
+        let event: CallbackEvent = row
+            .event
+            .as_deref()
+            .ok_or("EVENTS is empty")?
+            .parse()
+            .map_err(|e| format!("EVENTS: {e}"))?;
+        let user = |column: &str, raw: &str| {
+            raw.parse::<UserId>()
+                .map_err(|e| format!("{column} `{raw}` {e}"))
+        };
+        let secret_token = match &row.secret_token {
+            Some(token) => Secret::callback_token(token.clone())
+                .map_err(|e| format!("SECRET_TOKEN {e}"))?,
+            None => None,
+        };
+        let inert = inert_reason(&project, event);
+        Ok(ImportedCallback {
+            id: row.id,
+            callback: NewCallback {
+                url: self.url(&row.url).await?,
+                project_id: project,
+                event,
+                // bk-ci keeps no region for these rows; IDC is what it stores for none.
+                region: Region::Idc,
+                secret_token,
+                user: user("CREATOR", &row.creator)?,
+            },
+            updater: user("UPDATOR", &row.updater)?,
+            created_at: self.time("CREATED_TIME", &row.created_time)?,
+            updated_at: self.time("UPDATED_TIME", &row.updated_time)?,
+            enabled: row.enabled != 0 && inert.is_none(),
+            failure_time: row
+                .failure_time
+                .as_deref()
+                .map(|text| self.time("FAILURE_TIME", text))
+                .transpose()?,
+            disabled_reason: inert.map(str::to_owned),
+        })
+    }
+}
+
+/// Why bk-ci never delivers a registration of `event` in `project`, if it does not.
+fn inert_reason(project: &ProjectId, event: CallbackEvent) -> Option<&'static str> {
+    match event {
+        CallbackEvent::ProjectCreate | CallbackEvent::StreamEnabled => Some(
+            "imported from bk-ci disabled: nothing produces this event there; enable it to receive it here",
+        ),
+        _ if *project == ProjectId::global() && !event.is_project_event() => Some(
+            "imported from bk-ci disabled: global registrations only receive PROJECT_* events",
+        ),
+        _ => None,
+    }
+}
+
+/// Imports every registration `pool` holds; the store keeps whatever each row's outcome was
+/// when the database refuses nothing, and stops at the first failure that is the database's
+/// (it is unavailable: run again once it is back).
+pub async fn import(
+    pool: &sqlx::MySqlPool,
+    store: &dyn ImportStore,
+    guard: &SsrfGuard,
+    options: &Options,
+) -> anyhow::Result<Vec<Entry>> {
+    let reader = Reader {
+        options,
+        cipher: options.aes_key.as_deref().map(BkciCipher::new),
+        guard,
+    };
+    let rows = bkci::project_callbacks(pool).await?;
+    let progress = indicatif::ProgressBar::new(rows.len() as u64);
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let result = match reader.project_callback(row).await {
+            Ok(callback) => stored(store.import_callback(&callback, options.dry_run).await)?,
+            Err(reason) => Err(reason),
+        };
+        entries.push(Entry {
+            row: format!("T_PROJECT_PIPELINE_CALLBACK#{}", row.id),
+            result,
+        });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    if !options.dry_run {
+        store.sync_callback_ids().await?;
+    }
+    let _ = &reader.cipher;
+    Ok(entries)
+}
+
+/// The database refusing one row is that row's result (it is skipped with the reason);
+/// anything else stops the import.
+fn stored(
+    result: Result<ImportOutcome, StoreError>,
+) -> anyhow::Result<Result<ImportOutcome, String>> {
+    match result {
+        Ok(outcome) => Ok(Ok(outcome)),
+        Err(e @ (StoreError::BadValue(_) | StoreError::Constraint(_))) => {
+            Ok(Err(format!("the database refused it: {}", e.reason())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -10,13 +10,13 @@ use tokio::sync::Notify;
 
 use super::fault::Faults;
 use super::{
-    CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, Maintenance,
-    MemberStore, QueueStats, SecretTokenCounts, StoreResult,
+    CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
+    Maintenance, MemberStore, QueueStats, SecretTokenCounts, StoreResult,
 };
 use crate::domain::{
     Callback, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, HistoryEntry,
-    HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId, Published,
-    UserId,
+    HistoryFilter, ImportOutcome, ImportedCallback, Member, MemberRole, NewCallback, NewEvent,
+    PageRequest, ProjectId, Published, UserId,
 };
 
 pub struct Guarded<S> {
@@ -222,5 +222,24 @@ impl<S: Maintenance> Maintenance for Guarded<S> {
 
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats> {
         self.faults.retried(|| self.inner.queue_stats(now)).await
+    }
+}
+
+#[async_trait]
+impl<S: ImportStore> ImportStore for Guarded<S> {
+    /// Retried: the second try finds what the first committed and answers `Unchanged`, which
+    /// is still the truth about the database.
+    async fn import_callback(
+        &self,
+        callback: &ImportedCallback,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        self.faults
+            .retried(|| self.inner.import_callback(callback, dry_run))
+            .await
+    }
+
+    async fn sync_callback_ids(&self) -> StoreResult<()> {
+        self.faults.retried(|| self.inner.sync_callback_ids()).await
     }
 }

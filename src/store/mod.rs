@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis,
-    HistoryEntry, HistoryFilter, Member, MemberRole, NewCallback, NewEvent, PageRequest, ProjectId,
-    Published, UserId,
+    HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback, Member, MemberRole, NewCallback,
+    NewEvent, PageRequest, ProjectId, Published, UserId,
 };
 
 /// A leased delivery with what is needed to send it. `target` is `None` when the callback
@@ -228,14 +228,37 @@ pub trait Maintenance: Send + Sync {
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats>;
 }
 
+/// Registrations brought over from bk-ci (`devops-callbacks import-bkci`).
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    /// Stores `callback` under its own id, in one transaction: inserted when neither its id nor
+    /// its (project, url, event) is taken here, brought up to date when its id holds the same
+    /// registration, and refused (`Conflict`) when another registration holds either. With
+    /// `dry_run` the transaction is rolled back, so the answer says what a real run would do.
+    async fn import_callback(
+        &self,
+        callback: &ImportedCallback,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome>;
+
+    /// Moves id generation past every stored id, after ids were written explicitly.
+    async fn sync_callback_ids(&self) -> StoreResult<()>;
+}
+
 /// The whole store, as the service holds it; each part takes only the piece it uses.
 pub trait Store:
-    CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + 'static
+    CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + ImportStore + 'static
 {
 }
 
 impl<S> Store for S where
-    S: CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + 'static
+    S: CallbackStore
+        + MemberStore
+        + DeliveryQueue
+        + HistoryStore
+        + Maintenance
+        + ImportStore
+        + 'static
 {
 }
 

@@ -70,6 +70,11 @@ impl Backend for Postgres {
     const BEGIN: &str = "BEGIN";
     /// Delivered to listeners when the intake transaction commits, not before.
     const WAKE_SQL: Option<&str> = Some("SELECT pg_notify('devops_callbacks_deliveries', '')");
+    /// An identity column keeps counting from its own sequence.
+    const SYNC_IDS: Option<&str> = Some(
+        "SELECT setval(pg_get_serial_sequence('callbacks', 'id'), \
+             GREATEST((SELECT MAX(id) FROM callbacks), 1))",
+    );
 
     async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
         Ok(MIGRATOR.run(pool).await?)

@@ -63,6 +63,8 @@ impl Backend for Sqlite {
     const BEGIN: &str = "BEGIN IMMEDIATE";
     /// Same-process workers are woken directly; other processes (the CLI) rely on the poll.
     const WAKE_SQL: Option<&str> = None;
+    /// AUTOINCREMENT continues after the largest id ever stored.
+    const SYNC_IDS: Option<&str> = None;
 
     async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         Ok(MIGRATOR.run(pool).await?)

@@ -9,6 +9,7 @@
 
 mod callbacks;
 mod history;
+mod import;
 mod intake;
 mod maintenance;
 mod members;
@@ -37,6 +38,9 @@ pub trait Backend: Send + Sync + 'static {
     const BEGIN: &'static str;
     /// A statement run in the intake transaction to wake other processes, if the database can.
     const WAKE_SQL: Option<&'static str>;
+    /// A statement that moves id generation past the largest `callbacks.id`, where the
+    /// database does not do so by itself when ids are written explicitly.
+    const SYNC_IDS: Option<&'static str>;
 
     /// Applies this backend's embedded migrations.
     fn migrate(pool: &Pool<Self::Db>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
