@@ -205,7 +205,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(devops_callbacks::serve(
-            AppState::new(config, store, gateway),
+            AppState::new(config, store, gateway).expect("test state"),
             listener,
             async {
                 let _ = rx.await;
