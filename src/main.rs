@@ -146,12 +146,19 @@ async fn serve(config: Config, gateway: Option<GatewayVerifier>) -> anyhow::Resu
              expose the service only behind the API gateway"
         );
     }
+    if !config.delivery_tls_verify {
+        tracing::warn!(
+            "DELIVERY_TLS_VERIFY=false: receivers' certificates are not checked, so \
+             anyone on the path to a receiver can read and change deliveries, tokens \
+             included; prefer DELIVERY_CA_FILE"
+        );
+    }
     let store = store::open(&config).await.context("opening the database")?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
     devops_callbacks::serve(
-        AppState::new(config, store, gateway),
+        AppState::new(config, store, gateway)?,
         listener,
         devops_callbacks::shutdown_signal(),
     )

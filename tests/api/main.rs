@@ -4,6 +4,7 @@ mod bkci;
 mod callbacks;
 mod cli;
 mod common;
+mod compat;
 mod completeness;
 mod delivery;
 mod edges;

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{
-    self, Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, assert_error, backend_tests,
+    self, Backend, TestDb, TestServer, WAIT, assert_error, backend_tests, start_delivering as start,
 };
 use crate::receiver::{Answer, Receiver};
 
@@ -20,13 +20,6 @@ backend_tests!(
     a_hanging_host_does_not_slow_a_healthy_one,
     old_history_and_deliveries_are_pruned,
 );
-
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
-    let vars: Vec<(&str, &str)> = DELIVERY_VARS.iter().chain(extra).copied().collect();
-    let server = TestServer::start_with(db, &vars).await;
-    server.set_member("demo", "alice", "admin").await;
-    server
-}
 
 async fn callbacks(server: &TestServer) -> Vec<Value> {
     let (_, body) = server.list("demo", "alice", "").await;
