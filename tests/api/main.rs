@@ -13,6 +13,7 @@ mod hostile;
 mod isolation;
 mod keys;
 mod members;
+mod prefixes;
 mod processes;
 mod promises;
 mod readme;
