@@ -157,7 +157,10 @@ async fn recreate_re_enables_a_disabled_callback(backend: Backend) {
     let (_, body) = server.list("demo", "alice", "").await;
     let disabled = &records(&body)[0];
     assert_eq!(disabled["enable"], false);
-    assert_eq!(disabled["failureTime"], 1);
+    assert_eq!(
+        disabled["failureTime"], "1970-01-01T08:00:00",
+        "bk-ci's local date-time, in TIME_ZONE (Asia/Shanghai)"
+    );
     assert_eq!(disabled["disabledReason"], "failing for 12h");
 
     server
