@@ -148,7 +148,20 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
             .all(|r| r.header("x-devops-webhook-token") == "g")
     );
 
+    // A failing global callback shows when the failing began, as bk-ci writes it.
     let id = record["id"].as_i64().unwrap();
+    db.execute(&format!(
+        "UPDATE callbacks SET failure_time = 1787277600999 WHERE id = {id}"
+    ))
+    .await;
+    let (_, list) = server
+        .call(Method::GET, "/op/callbacks/global", &[token])
+        .await;
+    assert_eq!(
+        list["data"]["records"][0]["failureTime"], "2026-08-21T10:00:00",
+        "{list}"
+    );
+
     let path = format!("/op/callbacks/global/{id}");
     assert_eq!(server.call(Method::DELETE, &path, &[token]).await, ok);
     assert_error(
