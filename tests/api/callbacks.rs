@@ -377,7 +377,7 @@ async fn paging_counts_pages_and_caps_page_size(backend: Backend) {
         "pageSize=0",
         "page=0&pageSize=0",
         "page=-1&pageSize=-20",
-        "page=-99999999999999999999&pageSize=-1",
+        "page=-9223372036854775808&pageSize=-1",
     ] {
         let answer = server.list("demo", "alice", query).await;
         assert_eq!(answer, (StatusCode::OK, first_page.clone()), "{query}");
@@ -410,12 +410,17 @@ async fn paging_counts_pages_and_caps_page_size(backend: Backend) {
             &[query.split('=').next().unwrap(), "an integer"],
         );
     }
-    assert_error(
-        &server.list("demo", "alice", "page=4294967296").await,
-        400,
-        400,
-        &["page", "at most 4294967295"],
-    );
+    for query in ["page=4294967296", "pageSize=-9223372036854775809"] {
+        assert_error(
+            &server.list("demo", "alice", query).await,
+            400,
+            400,
+            &[
+                query.split('=').next().unwrap(),
+                "from -9223372036854775808 to 4294967295",
+            ],
+        );
+    }
 }
 
 async fn bad_query_parameters_are_400s_naming_the_parameter(backend: Backend) {
