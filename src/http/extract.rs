@@ -3,7 +3,7 @@
 use std::fmt;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
@@ -167,7 +167,7 @@ impl FromRequestParts<AppState> for ProjectScope {
         let apigw: ApigwType = params
             .apigw_type
             .parse()
-            .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
+            .map_err(|_| AppError::RouteNotFound(requested_path(parts)))?;
         let project = parse_project_id(&params.project_id)?;
         let from_token = match &state.gateway {
             Some(gateway) => gateway.caller(
@@ -182,6 +182,16 @@ impl FromRequestParts<AppState> for ProjectScope {
         };
         Ok(Self { project, user })
     }
+}
+
+/// The path as the client sent it, gateway prefix included (a nested route sees it stripped).
+fn requested_path(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |OriginalUri(uri)| uri)
+        .path()
+        .to_owned()
 }
 
 /// A caller holding permission `P` in the v4 scope's project, and the route's input `I` (its

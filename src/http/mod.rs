@@ -47,7 +47,9 @@ use error::ErrorDetail;
         title = "devops-callbacks",
         description = "Project callbacks compatible with the bk-ci OpenAPI v4 callback resource, \
                        and their reliable delivery. Every response is the envelope \
-                       {status, message, data}; status 0 is success."
+                       {status, message, data}; status 0 is success. The v4 routes are also \
+                       served under /api and /openapi/api (the BlueKing API gateway's and \
+                       bk-ci nginx's backend paths): see each v4 path's servers."
     ),
     components(schemas(ApigwType, ErrorEnvelope)),
     tags(
@@ -67,15 +69,23 @@ pub fn app(state: AppState) -> Router {
         max_uri_bytes: state.config.max_uri_bytes,
         max_header_bytes: state.config.max_header_bytes,
     };
-    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (v4, v4_api) = OpenApiRouter::new()
         .merge(callbacks::router())
+        .merge(history::router())
+        .split_for_parts();
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(events::router())
         .merge(global::router())
-        .merge(history::router())
         .merge(members::router())
         .merge(metrics::router())
         .merge(health::router())
         .split_for_parts();
+    api.merge(served_under_gateway_prefixes(v4_api));
+    let routes = GATEWAY_PREFIXES
+        .iter()
+        .fold(routes.merge(v4.clone()), |routes, prefix| {
+            routes.nest(prefix, v4.clone())
+        });
     api.paths.add_path_operation(
         "/openapi.json",
         vec![utoipa::openapi::HttpMethod::Get],
@@ -105,6 +115,26 @@ pub fn app(state: AppState) -> Router {
         )
         .with_state(state);
     with_edges(routes, limits)
+}
+
+/// Where the v4 routes are served besides their own path, `/{apigwType}/v4/…`: the backend
+/// path of the BlueKing API gateway and the upstream path of bk-ci's nginx (`/api/…`), so
+/// either can point at the service without a rewrite. The same routes, nested: the request
+/// metrics' `route` label names the prefix, and an unknown gateway type under a prefix is the
+/// same 404.
+pub const GATEWAY_PREFIXES: [&str; 2] = ["/api", "/openapi/api"];
+
+/// The v4 paths of the document, each listed once, with the bases it is served under as the
+/// path's `servers` (top-level servers would claim the op and health routes are there too).
+fn served_under_gateway_prefixes(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let servers: Vec<utoipa::openapi::Server> = std::iter::once("/")
+        .chain(GATEWAY_PREFIXES)
+        .map(utoipa::openapi::Server::new)
+        .collect();
+    for item in api.paths.paths.values_mut() {
+        item.servers = Some(servers.clone());
+    }
+    api
 }
 
 /// What one request may cost.

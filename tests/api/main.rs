@@ -14,6 +14,7 @@ mod hostile;
 mod isolation;
 mod keys;
 mod members;
+mod prefixes;
 mod processes;
 mod promises;
 mod readme;
