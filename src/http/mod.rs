@@ -12,6 +12,7 @@ mod members;
 mod metrics;
 mod paging;
 mod params;
+mod pipelines;
 pub(crate) mod server;
 
 pub use events::PublishedEvent;
@@ -69,6 +70,7 @@ pub fn app(state: AppState) -> Router {
     };
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(callbacks::router())
+        .merge(pipelines::router())
         .merge(events::router())
         .merge(global::router())
         .merge(history::router())

@@ -13,6 +13,7 @@ mod hostile;
 mod isolation;
 mod keys;
 mod members;
+mod pipelines;
 mod processes;
 mod promises;
 mod readme;
