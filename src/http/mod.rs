@@ -36,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
-use crate::domain::ApigwType;
+use crate::domain::{ApigwType, PipelineId};
 use crate::error::AppError;
 use crate::http::envelope::ErrorEnvelope;
 use crate::telemetry::names;
@@ -50,7 +50,7 @@ use error::ErrorDetail;
                        and their reliable delivery. Every response is the envelope \
                        {status, message, data}; status 0 is success."
     ),
-    components(schemas(ApigwType, ErrorEnvelope)),
+    components(schemas(ApigwType, PipelineId, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
         (name = "history", description = "Delivery attempts"),

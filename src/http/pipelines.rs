@@ -138,7 +138,12 @@ impl PartialSchema for Registrations {
     }
 }
 
-impl ToSchema for Registrations {}
+/// The item is inlined in the array: its own references are what must be registered.
+impl ToSchema for Registrations {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        PipelineCallbackItem::schemas(schemas);
+    }
+}
 
 /// Creates the pipeline's callbacks or updates them by name (URL, event, region and token):
 /// every URL is vetted first, in order, and the first refused one answers with its code and

@@ -65,6 +65,11 @@ async fn listed(server: &TestServer, pipeline: &str, query: &str) -> Value {
     body["data"].clone()
 }
 
+/// How many callbacks `PIPELINE` has.
+async fn count(server: &TestServer) -> usize {
+    listed(server, PIPELINE, "").await.as_array().unwrap().len()
+}
+
 async fn setup(backend: Backend, vars: &[(&str, &str)]) -> (TestDb, TestServer) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start_with(&db, vars).await;
@@ -178,14 +183,7 @@ async fn a_repost_updates_by_name_and_repeated_names_collapse(backend: Backend) 
         post(&server, PIPELINE, "alice", &json!([])).await,
         (StatusCode::OK, OK_TRUE())
     );
-    assert_eq!(
-        listed(&server, PIPELINE, "")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(count(&server).await, 3);
     let odd = json!([{"callbackEvent": "PROJECT_CREATE", "callbackUrl": public_url("e"),
         "callbackName": ""}, {"callbackEvent": "BUILD_END", "callbackUrl": public_url("s"),
         "callbackName": "with space & ✓"}]);
@@ -230,14 +228,7 @@ async fn a_repost_updates_by_name_and_repeated_names_collapse(backend: Backend) 
         .0,
         StatusCode::OK
     );
-    assert_eq!(
-        listed(&server, PIPELINE, "")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(count(&server).await, 3);
 }
 
 async fn a_refused_url_writes_nothing(backend: Backend) {
@@ -429,14 +420,7 @@ async fn project_routes_do_not_see_pipeline_rows(backend: Backend) {
         2101136,
         &[],
     );
-    assert_eq!(
-        listed(&server, PIPELINE, "")
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(count(&server).await, 1);
 }
 
 async fn build_events_reach_the_callbacks_of_their_pipeline_only(backend: Backend) {
