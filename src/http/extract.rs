@@ -3,7 +3,7 @@
 use std::fmt;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, OriginalUri};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
@@ -237,8 +237,40 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let ProjectScope { project, user } = ProjectScope::from_request_parts(parts, state).await?;
+        let scope = ProjectScope::from_request_parts(parts, state).await?;
         let input = I::from_request_parts(parts, state).await?;
+        Self::grant(scope, input, state).await
+    }
+}
+
+/// The input of a route with a JSON body: `input` from the request's parts (path, query), then
+/// `body`. A [`Permitted`] over it reads both before the permission check, like any input.
+pub struct WithBody<I, T> {
+    pub input: I,
+    pub body: T,
+}
+
+impl<P, I, T> FromRequest<AppState> for Permitted<P, WithBody<I, T>>
+where
+    P: Role + Send,
+    I: FromRequestParts<AppState, Rejection = AppError> + Send,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, AppError> {
+        let (mut parts, body) = request.into_parts();
+        let scope = ProjectScope::from_request_parts(&mut parts, state).await?;
+        let input = I::from_request_parts(&mut parts, state).await?;
+        let Json(body) = Json::from_request(Request::from_parts(parts, body), state).await?;
+        Self::grant(scope, WithBody { input, body }, state).await
+    }
+}
+
+impl<P: Role, I> Permitted<P, I> {
+    /// The last check: whether the scope's user holds `P` in its project.
+    async fn grant(scope: ProjectScope, input: I, state: &AppState) -> Result<Self, AppError> {
+        let ProjectScope { project, user } = scope;
         state
             .authority
             .require(P::PERMISSION, &project, &user)

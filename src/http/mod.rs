@@ -12,6 +12,7 @@ mod members;
 mod metrics;
 mod paging;
 mod params;
+mod pipelines;
 pub(crate) mod server;
 
 pub use events::PublishedEvent;
@@ -35,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
-use crate::domain::ApigwType;
+use crate::domain::{ApigwType, PipelineId};
 use crate::error::AppError;
 use crate::http::envelope::ErrorEnvelope;
 use crate::telemetry::names;
@@ -51,7 +52,7 @@ use error::ErrorDetail;
                        served under /api and /openapi/api (the BlueKing API gateway's and \
                        bk-ci nginx's backend paths): see each v4 path's servers."
     ),
-    components(schemas(ApigwType, ErrorEnvelope)),
+    components(schemas(ApigwType, PipelineId, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
         (name = "history", description = "Delivery attempts"),
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
     let (v4, v4_api) = OpenApiRouter::new()
         .merge(callbacks::router())
         .merge(history::router())
+        .merge(pipelines::router())
         .split_for_parts();
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(events::router())

@@ -34,35 +34,37 @@ pub struct RegisterParams<E: ToSchema> {
 /// Longest accepted `secretToken`, in bytes.
 const MAX_SECRET_TOKEN_LEN: usize = 1024;
 
-/// `secretToken` as stored: empty means none, it has a length limit, visible ASCII only, and it
-/// must not look sealed (stored tokens with that prefix are taken for sealed ones). Sealing
-/// happens in the store.
+/// `secretToken` of a registration's query (see [`secret_token_rule`]).
 fn secret_token<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
     let token = checked(deserializer, |token| {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        if token.len() > MAX_SECRET_TOKEN_LEN {
-            return Err(Refusal(format!(
-                "query parameter secretToken must be at most {MAX_SECRET_TOKEN_LEN} bytes"
-            )));
-        }
-        // It travels as a header value and keys the signature: visible ASCII, nothing that
-        // could break a header (CR, LF, NUL) or read differently on the receiver's side.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Refusal(
-                "query parameter secretToken may only contain visible ASCII characters (no spaces or control characters)"
-                    .to_owned(),
-            ));
-        }
-        if Sealer::is_sealed(&token) {
-            return Err(Refusal(format!(
-                "query parameter secretToken must not start with `{SEALED_PREFIX}`"
-            )));
-        }
-        Ok(Some(Secret::new(token)))
+        secret_token_rule(token)
+            .map_err(|problem| Refusal(format!("query parameter secretToken {problem}")))
     })?;
     Ok(token.flatten())
+}
+
+/// `secretToken` as stored: empty means none, it has a length limit, visible ASCII only, and it
+/// must not look sealed (stored tokens with that prefix are taken for sealed ones). Sealing
+/// happens in the store. The error says what is wrong, for a message that names the field.
+pub fn secret_token_rule(token: String) -> Result<Option<Secret>, String> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() > MAX_SECRET_TOKEN_LEN {
+        return Err(format!("must be at most {MAX_SECRET_TOKEN_LEN} bytes"));
+    }
+    // It travels as a header value and keys the signature: visible ASCII, nothing that
+    // could break a header (CR, LF, NUL) or read differently on the receiver's side.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "may only contain visible ASCII characters (no spaces or control characters)"
+                .to_owned(),
+        );
+    }
+    if Sealer::is_sealed(&token) {
+        return Err(format!("must not start with `{SEALED_PREFIX}`"));
+    }
+    Ok(Some(Secret::new(token)))
 }
 
 /// `event` of the batch create: `"BUILD_START, BUILD_END,BUILD_START"` → both events once, in

@@ -325,6 +325,9 @@ async fn the_openapi_document_covers_every_route() {
         format!("put {v4}/callback_disable"),
         format!("get {v4}/callback_history"),
         format!("post {v4}/callback_retry"),
+        format!("post {v4}/pipelines/{{pipeline_id}}"),
+        format!("get {v4}/pipelines/{{pipeline_id}}"),
+        format!("delete {v4}/pipelines/{{pipeline_id}}"),
         "post /service/callbacks/projects/{project_id}/events".to_owned(),
         "post /service/callbacks/events:batch".to_owned(),
         "post /op/callbacks/global".to_owned(),
@@ -393,4 +396,29 @@ async fn the_openapi_document_covers_every_route() {
     }
     let events = &document["components"]["schemas"]["CallbackEvent"]["enum"];
     assert_eq!(events.as_array().unwrap().len(), 18);
+    let pipeline_body = &document["paths"][format!("{v4}/pipelines/{{pipeline_id}}")]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"];
+    let body = match pipeline_body["$ref"].as_str() {
+        Some(reference) => {
+            &document["components"]["schemas"][reference.rsplit('/').next().unwrap()]
+        }
+        None => pipeline_body,
+    };
+    assert_eq!(body["maxItems"], 100, "{body}");
+    let required = &body["items"]["required"];
+    for field in ["callbackEvent", "callbackUrl", "callbackName"] {
+        assert!(
+            required.as_array().unwrap().contains(&json!(field)),
+            "{body}"
+        );
+    }
+    // Every reference resolves (some schemas are written by hand).
+    let text = document.to_string();
+    for reference in text.split(r##""$ref":"#/components/schemas/"##).skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "unresolved reference to {name}"
+        );
+    }
 }

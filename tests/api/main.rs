@@ -14,6 +14,7 @@ mod hostile;
 mod isolation;
 mod keys;
 mod members;
+mod pipelines;
 mod prefixes;
 mod processes;
 mod promises;
