@@ -40,6 +40,28 @@ impl FromStr for LogFormat {
     }
 }
 
+/// Which answers count as a delivery (`DELIVERY_SUCCESS`). A transport error, a timeout and a
+/// redirect (never followed) are failures under either rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessRule {
+    /// `2xx` (the default): a 2xx status.
+    Status2xx,
+    /// `any-response`: any status the receiver answers, as bk-ci counts them.
+    AnyResponse,
+}
+
+impl FromStr for SuccessRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "2xx" => Ok(Self::Status2xx),
+            "any-response" => Ok(Self::AnyResponse),
+            other => Err(format!("`{other}` is not one of: 2xx, any-response")),
+        }
+    }
+}
+
 /// Who decides permissions (`AUTH_MODE`).
 #[derive(Debug, Clone)]
 pub enum AuthMode {
@@ -101,6 +123,13 @@ pub struct Config {
     /// Attempts in flight at once in this process.
     pub delivery_concurrency: usize,
     pub delivery_timeout: Duration,
+    /// Which receivers' answers count as a delivery.
+    pub delivery_success: SuccessRule,
+    /// A PEM file of root certificates trusted for receivers besides the default ones (read and
+    /// checked by `delivery::sender` at start).
+    pub delivery_ca_file: Option<PathBuf>,
+    /// `false` trusts any certificate a receiver presents.
+    pub delivery_tls_verify: bool,
     /// The delays between attempts: one retry per entry; empty (`none`): no retries.
     pub retry_schedule: Vec<Duration>,
     /// How long a claimed delivery stays reserved for this process; after that (a crash)
@@ -203,6 +232,12 @@ impl Config {
             max_header_bytes: vars.parsed("MAX_HEADER_BYTES", 32 * 1024)?,
             delivery_concurrency: vars.parsed("DELIVERY_CONCURRENCY", 64)?,
             delivery_timeout: Duration::from_millis(vars.parsed("DELIVERY_TIMEOUT_MS", 10_000)?),
+            delivery_success: vars.parsed("DELIVERY_SUCCESS", SuccessRule::Status2xx)?,
+            delivery_ca_file: vars
+                .raw("DELIVERY_CA_FILE")
+                .map(|path| parse_value("DELIVERY_CA_FILE", path))
+                .transpose()?,
+            delivery_tls_verify: vars.parsed("DELIVERY_TLS_VERIFY", true)?,
             retry_schedule: vars
                 .parsed("DELIVERY_RETRY_SCHEDULE", RetryDelays::default())?
                 .0,
@@ -559,6 +594,33 @@ mod tests {
             config.apigw_public_key_file,
             Some(PathBuf::from("/etc/gw.pem"))
         );
+    }
+
+    #[test]
+    fn delivery_compatibility_settings_default_to_the_strict_ones() {
+        let strict = config(&[]).unwrap();
+        assert_eq!(strict.delivery_success, SuccessRule::Status2xx);
+        assert_eq!(strict.delivery_ca_file, None);
+        assert!(strict.delivery_tls_verify);
+
+        let lenient = config(&[
+            ("DELIVERY_SUCCESS", "any-response"),
+            ("DELIVERY_CA_FILE", " /etc/receivers-ca.pem "),
+            ("DELIVERY_TLS_VERIFY", "false"),
+        ])
+        .unwrap();
+        assert_eq!(lenient.delivery_success, SuccessRule::AnyResponse);
+        // A path only: the file is read and checked where it is used (delivery::sender).
+        assert_eq!(
+            lenient.delivery_ca_file,
+            Some(PathBuf::from("/etc/receivers-ca.pem"))
+        );
+        assert!(!lenient.delivery_tls_verify);
+
+        for (name, bad) in [("DELIVERY_SUCCESS", "any"), ("DELIVERY_TLS_VERIFY", "no")] {
+            let err = super::tests::config(&[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

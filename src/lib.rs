@@ -24,7 +24,7 @@ pub use http::app;
 
 use auth::Authority;
 use auth::gateway::GatewayVerifier;
-use config::Config;
+use config::{Config, ConfigError};
 use delivery::retention;
 use delivery::sender::Sender;
 use delivery::ssrf::SsrfGuard;
@@ -53,23 +53,29 @@ pub struct AppState {
 
 impl AppState {
     /// Must be called inside the runtime: it starts the registration writer's task. `gateway`
-    /// comes from `GatewayVerifier::from_config`, which fails on an unusable key file.
-    pub fn new(config: Config, store: Arc<dyn Store>, gateway: Option<GatewayVerifier>) -> Self {
+    /// comes from `GatewayVerifier::from_config`, which fails on an unusable key file; this fails
+    /// on an unusable `DELIVERY_CA_FILE`.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        gateway: Option<GatewayVerifier>,
+    ) -> std::result::Result<Self, ConfigError> {
         telemetry::metrics();
         let ssrf = Arc::new(SsrfGuard::new(
             config.allowed_cidrs.clone(),
             config.allowlist_only,
         ));
-        Self {
+        let sender = Arc::new(Sender::new(&config, ssrf.clone())?);
+        Ok(Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::new(&config, store.clone())),
             gateway: gateway.map(Arc::new),
-            sender: Arc::new(Sender::new(config.delivery_timeout, ssrf.clone())),
+            sender,
             ssrf,
             config: Arc::new(config),
             store,
             wake: Arc::new(Notify::new()),
-        }
+        })
     }
 
     /// The registration-time URL rule: shape and port, then the SSRF guard on its addresses.

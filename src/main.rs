@@ -9,8 +9,10 @@ use devops_callbacks::auth::MEMBERS_MANAGED_IN_BKCI;
 use devops_callbacks::auth::gateway::GatewayVerifier;
 use devops_callbacks::config::{AuthMode, Config};
 use devops_callbacks::delivery::intake;
+use devops_callbacks::delivery::ssrf::SsrfGuard;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
 use devops_callbacks::http::PublishedEvent;
+use devops_callbacks::import;
 use devops_callbacks::{AppState, store, telemetry};
 
 #[derive(Parser)]
@@ -38,6 +40,23 @@ enum Command {
     Events {
         #[command(subcommand)]
         action: EventsAction,
+    },
+    /// Bring bk-ci's callback registrations over from its MySQL database (`devops_ci_process`):
+    /// project-level and global rows under their bk-ci ids, pipeline-level rows by name. Safe to
+    /// run again: what is already here is left alone. Prints what happened to every row.
+    ImportBkci {
+        /// bk-ci's process database, e.g. mysql://user:password@host:3306/devops_ci_process.
+        #[arg(long, env = "BKCI_MYSQL_URL", hide_env_values = true)]
+        mysql_url: String,
+        /// bk-ci's `project.callback.aes-key`, to open pipeline tokens and global headers.
+        #[arg(long, env = "BKCI_AES_KEY", hide_env_values = true)]
+        aes_key: Option<String>,
+        /// The zone of bk-ci's datetimes (its JDBC `serverTimezone`).
+        #[arg(long, default_value = "Asia/Shanghai")]
+        time_zone: chrono_tz::Tz,
+        /// Decide and report everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Exit 0 if the service at LISTEN_ADDR (or --url) answers /healthz, else 1.
     Healthcheck {
@@ -121,6 +140,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     event_id,
                 },
         } => publish(&config, project, event, &data, event_id.as_deref()).await?,
+        Command::ImportBkci {
+            mysql_url,
+            aes_key,
+            time_zone,
+            dry_run,
+        } => {
+            let options = import::Options {
+                aes_key,
+                time_zone,
+                blocked_ports: config.blocked_ports.clone(),
+                dry_run,
+            };
+            import_bkci(&config, &mysql_url, &options).await?
+        }
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {
                 let mut addr = config.listen_addr;
@@ -146,12 +179,19 @@ async fn serve(config: Config, gateway: Option<GatewayVerifier>) -> anyhow::Resu
              expose the service only behind the API gateway"
         );
     }
+    if !config.delivery_tls_verify {
+        tracing::warn!(
+            "DELIVERY_TLS_VERIFY=false: receivers' certificates are not checked, so \
+             anyone on the path to a receiver can read and change deliveries, tokens \
+             included; prefer DELIVERY_CA_FILE"
+        );
+    }
     let store = store::open(&config).await.context("opening the database")?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
     devops_callbacks::serve(
-        AppState::new(config, store, gateway),
+        AppState::new(config, store, gateway)?,
         listener,
         devops_callbacks::shutdown_signal(),
     )
@@ -220,6 +260,26 @@ async fn publish(
     let mut published = intake::publish(store.clone(), &wake, vec![event]).await?;
     let answer = PublishedEvent::from(published.remove(0));
     println!("{}", serde_json::to_string(&answer)?);
+    Ok(())
+}
+
+async fn import_bkci(
+    config: &Config,
+    mysql_url: &str,
+    options: &import::Options,
+) -> anyhow::Result<()> {
+    let source = sqlx::mysql::MySqlPool::connect(mysql_url)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to bk-ci's database {}",
+                store::redact_url(mysql_url)
+            )
+        })?;
+    let store = store::open(config).await.context("opening the database")?;
+    let guard = SsrfGuard::new(config.allowed_cidrs.clone(), config.allowlist_only);
+    let entries = import::import(&source, store.as_ref(), &guard, options).await?;
+    print!("{}", import::summary(&entries, options.dry_run));
     Ok(())
 }
 

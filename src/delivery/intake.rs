@@ -5,7 +5,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use crate::domain::{CallbackEvent, EventId, InvalidId, NewEvent, ProjectId, Published};
+use crate::domain::{
+    CallbackEvent, EventId, InvalidId, NewEvent, PipelineId, ProjectId, Published,
+};
 use crate::store::{DeliveryQueue, StoreError};
 use crate::telemetry::names;
 
@@ -70,10 +72,23 @@ pub fn accept(
     };
     Ok(NewEvent {
         body: format!(r#"{{"event":"{}","data":{}}}"#, event.as_str(), data.get()),
+        pipeline_id: event.is_build_event().then(|| pipeline_of(data)).flatten(),
         project_id,
         event_id,
         event,
     })
+}
+
+/// A build event's pipeline: `data.pipelineId` (bk-ci's `BuildEvent.pipelineId`), when it is a
+/// string that is a pipeline id. Anything else routes to no pipeline-level callback.
+fn pipeline_of(data: &RawValue) -> Option<PipelineId> {
+    #[derive(serde::Deserialize)]
+    struct BuildData<'a> {
+        #[serde(rename = "pipelineId", borrow, default)]
+        pipeline_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let parsed: BuildData = serde_json::from_str(data.get()).ok()?;
+    parsed.pipeline_id?.parse().ok()
 }
 
 /// Commits the events and their deliveries, then wakes the workers. The database work runs
@@ -179,6 +194,45 @@ mod tests {
         assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
         assert_eq!(nesting_depth(r#"{"a":"[[[{{{\\\"[["}"#), 1);
         assert_eq!(nesting_depth(r#"{"a":[[]],"b":[[[]]]}"#), 4);
+    }
+
+    #[test]
+    fn only_build_events_name_a_pipeline() {
+        let project: ProjectId = "p".parse().unwrap();
+        let data = |json: &str| serde_json::value::RawValue::from_string(json.to_owned()).unwrap();
+        let pipeline = |event, json: &str| {
+            accept(project.clone(), event, &data(json), None)
+                .unwrap()
+                .pipeline_id
+                .map(|p| p.as_str().to_owned())
+        };
+        let build = r#"{"buildId":"b","pipelineId":"p-1","model":{"pipelineId":"x"}}"#;
+        assert_eq!(
+            pipeline(CallbackEvent::BuildEnd, build).as_deref(),
+            Some("p-1")
+        );
+        assert_eq!(
+            pipeline(CallbackEvent::BuildTaskPause, build).as_deref(),
+            Some("p-1")
+        );
+        assert_eq!(pipeline(CallbackEvent::CreatePipeline, build), None);
+        assert_eq!(
+            pipeline(CallbackEvent::BuildEnd, r#"{"pipelineId":7}"#),
+            None
+        );
+        assert_eq!(
+            pipeline(CallbackEvent::BuildEnd, r#"{"pipelineId":"a b"}"#),
+            None
+        );
+        assert_eq!(
+            pipeline(CallbackEvent::BuildEnd, r#"{"buildId":"b"}"#),
+            None
+        );
+        let escaped = r#"{"pipelineId":"p\u002d2"}"#;
+        assert_eq!(
+            pipeline(CallbackEvent::BuildStart, escaped).as_deref(),
+            Some("p-2")
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub async fn resend(
 ) -> StoreResult<Option<String>> {
     let original = entry.attempt;
     let delivery_id = original.delivery_id.unwrap_or(entry.id);
-    let (attempt, result) = send_attempt(
+    let judged = send_attempt(
         &sender,
         &target,
         delivery_id,
@@ -33,7 +33,7 @@ pub async fn resend(
     )
     .await;
     // A manual re-send is not retried: anything but a delivery is final.
-    let outcome = outcome::of_attempt(delivery_id, None, attempt, result, None);
+    let outcome = outcome::of_attempt(delivery_id, None, judged, None);
     let error = outcome.last_error.clone();
     store
         .record_outcomes(&[outcome], &disable_rule(disable_after))

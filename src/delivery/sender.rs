@@ -1,8 +1,9 @@
 //! The HTTP side of a delivery: the request headers (with Standard Webhooks signatures), one
-//! pooled client that never follows redirects, and the SSRF guard applied to the address that
-//! is actually dialled.
+//! pooled client that never follows redirects and trusts the roots the configuration names, and
+//! the SSRF guard applied to the address that is actually dialled.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sha2::Sha256;
 
+use crate::config::{Config, ConfigError, SuccessRule};
 use crate::delivery::ssrf::{Blocked, SsrfGuard};
 use crate::domain::HeaderPair;
 
@@ -90,31 +92,34 @@ pub fn sign(token: &str, id: &str, unix_seconds: i64, body: &str) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
-/// What a receiver did with one attempt.
+/// What a receiver did with one attempt. What that means (delivered or not) is decided by
+/// `outcome::Verdict::of`.
 #[derive(Debug, Clone)]
 pub struct SendResult {
     pub response_code: Option<u16>,
     pub response_body: Option<String>,
-    /// Why the attempt failed: transport error, SSRF refusal or a non-2xx status.
+    /// Why no whole answer came back: a transport error, a timeout, an SSRF refusal, or a body
+    /// that broke off.
     pub error: Option<String>,
-    /// How long a failed receiver asked us to wait (`Retry-After`, seconds or an HTTP date).
+    /// How long the receiver asked us to wait (`Retry-After`, seconds or an HTTP date).
     pub retry_after: Option<Duration>,
-}
-
-impl SendResult {
-    pub fn is_success(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 pub struct Sender {
     client: reqwest::Client,
     guard: Arc<SsrfGuard>,
+    /// Which answers count as a delivery (`DELIVERY_SUCCESS`), for whoever judges an attempt.
+    pub success: SuccessRule,
 }
 
 impl Sender {
-    pub fn new(timeout: Duration, guard: Arc<SsrfGuard>) -> Self {
-        let client = reqwest::Client::builder()
+    /// The delivery client for `config`: its timeout, its success rule, and the certificates it
+    /// trusts — the default roots plus those of `DELIVERY_CA_FILE`, or any certificate with
+    /// `DELIVERY_TLS_VERIFY=false`. The CA file is read now, so an unusable one stops the start
+    /// with an error naming the variable.
+    pub fn new(config: &Config, guard: Arc<SsrfGuard>) -> Result<Self, ConfigError> {
+        let timeout = config.delivery_timeout;
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
@@ -123,12 +128,30 @@ impl Sender {
             .dns_resolver(Arc::new(GuardedResolver {
                 guard: guard.clone(),
             }))
-            .build()
-            .expect("the delivery HTTP client builds");
-        Self { client, guard }
+            .tls_danger_accept_invalid_certs(!config.delivery_tls_verify);
+        if let Some(path) = &config.delivery_ca_file {
+            let roots = read_roots(path).map_err(|reason| ca_file_error(path, reason))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = match (builder.build(), &config.delivery_ca_file) {
+            (Ok(client), _) => client,
+            // Parsed only now: a PEM block whose certificate is malformed.
+            (Err(e), Some(path)) => {
+                return Err(ca_file_error(
+                    path,
+                    format!("its certificates cannot be used: {}", describe(&e)),
+                ));
+            }
+            (Err(e), None) => panic!("the delivery HTTP client builds: {e}"),
+        };
+        Ok(Self {
+            client,
+            guard,
+            success: config.delivery_success,
+        })
     }
 
-    /// POSTs `body` with `headers`. Success is a 2xx; a redirect is a failure.
+    /// POSTs `body` with `headers` and returns what came back; redirects are not followed.
     pub async fn send(&self, url: &str, headers: &[HeaderPair], body: String) -> SendResult {
         let failure = |error: String| SendResult {
             response_code: None,
@@ -155,9 +178,9 @@ impl Sender {
             Err(e) => return failure(describe(&e)),
         };
         let status = response.status();
-        let retry_after = (!status.is_success())
-            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
-            .flatten()
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| parse_retry_after(value.to_str().ok()?));
         let mut kept = Vec::new();
         let mut read_error = None;
@@ -172,21 +195,31 @@ impl Sender {
             }
         }
         kept.truncate(MAX_RESPONSE_BODY);
-        let error = if !status.is_success() {
-            Some(if status.is_redirection() {
-                format!("HTTP {status} (redirects are not followed)")
-            } else {
-                format!("HTTP {status}")
-            })
-        } else {
-            read_error
-        };
         SendResult {
             response_code: Some(status.as_u16()),
             response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
-            error,
+            error: read_error,
             retry_after,
         }
+    }
+}
+
+/// The certificates of a PEM file (one or more); a file without any is refused.
+fn read_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("not a PEM file of certificates: {e}"))?;
+    if roots.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".to_owned());
+    }
+    Ok(roots)
+}
+
+fn ca_file_error(path: &Path, reason: String) -> ConfigError {
+    ConfigError {
+        name: "DELIVERY_CA_FILE",
+        value: path.display().to_string(),
+        reason,
     }
 }
 

@@ -18,12 +18,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HumanDuration};
-use crate::delivery::outcome;
+use crate::delivery::outcome::{self, Judged, Verdict};
 use crate::delivery::retry::RetrySchedule;
-use crate::delivery::sender::{self, SendResult, Sender};
+use crate::delivery::sender::{self, Sender};
 use crate::domain::{
-    Attempt, AttemptStatus, DeliveryOutcome, DeliveryStatus, DeliveryTarget, EpochMillis, millis,
-    now_millis,
+    Attempt, DeliveryOutcome, DeliveryStatus, DeliveryTarget, EpochMillis, millis, now_millis,
 };
 use crate::secrets::Secret;
 use crate::store::{Claim, ClaimedDelivery, DeliveryQueue, DisableRule, Lane};
@@ -389,7 +388,7 @@ impl Workers {
             };
         };
         let number = delivery.attempts + 1;
-        let (attempt, result) = send_attempt(
+        let judged = send_attempt(
             &self.sender,
             target,
             delivery.id,
@@ -400,13 +399,7 @@ impl Workers {
         )
         .await;
         let retry = self.retry.delay_after(number);
-        let outcome = outcome::of_attempt(
-            delivery.id,
-            Some(delivery.claim_token),
-            attempt,
-            result,
-            retry,
-        );
+        let outcome = outcome::of_attempt(delivery.id, Some(delivery.claim_token), judged, retry);
         let label = match outcome.status {
             DeliveryStatus::Success => "success",
             DeliveryStatus::Pending => "retry",
@@ -424,7 +417,7 @@ impl Workers {
 }
 
 /// Sends one attempt of delivery `delivery_id` to `target` with fresh headers and signature, and
-/// returns it as history records it (token masked) together with what the receiver did.
+/// returns it as history records it (token masked), judged under the sender's success rule.
 pub async fn send_attempt(
     sender: &Sender,
     target: &DeliveryTarget,
@@ -433,7 +426,7 @@ pub async fn send_attempt(
     event: crate::domain::CallbackEvent,
     number: u32,
     body: String,
-) -> (Attempt, SendResult) {
+) -> Judged {
     let start = now_millis();
     let headers = sender::delivery_headers(
         &delivery_id.to_string(),
@@ -442,27 +435,28 @@ pub async fn send_attempt(
         start / 1000,
     );
     let result = sender.send(&target.url, &headers, body.clone()).await;
+    let verdict = Verdict::of(&result, sender.success);
     let attempt = Attempt {
         delivery_id: Some(delivery_id),
         callback_id,
         project_id: target.project_id.clone(),
         url: target.url.clone(),
         event,
-        status: if result.is_success() {
-            AttemptStatus::Success
-        } else {
-            AttemptStatus::Failed
-        },
+        status: verdict.attempt_status(),
         attempt: number,
-        error_msg: result.error.clone(),
+        error_msg: verdict.reason(&result),
         request_headers: sender::masked(&headers),
         request_body: body,
         response_code: result.response_code,
-        response_body: result.response_body.clone(),
+        response_body: result.response_body,
         start_time: start,
         end_time: now_millis(),
     };
-    (attempt, result)
+    Judged {
+        attempt,
+        verdict,
+        retry_after: result.retry_after,
+    }
 }
 
 /// How many claimed deliveries may wait for one host: as many as fit before their lease runs out

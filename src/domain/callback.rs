@@ -1,6 +1,9 @@
 //! Registrations and project members.
 
-use super::{CallbackEvent, CallbackId, EpochMillis, MemberRole, ProjectId, Region, UserId};
+use super::{
+    CallbackEvent, CallbackId, CallbackName, EpochMillis, MemberRole, PipelineId, ProjectId,
+    Region, UserId,
+};
 use crate::secrets::Secret;
 
 /// A registered callback, as stored.
@@ -32,6 +35,30 @@ pub struct NewCallback {
     pub user: UserId,
 }
 
+/// A pipeline-level callback as stored: one of a pipeline's callbacks, keyed by its name.
+#[derive(Debug, Clone)]
+pub struct PipelineCallback {
+    pub name: CallbackName,
+    pub url: String,
+    pub event: CallbackEvent,
+    pub region: Region,
+    pub has_secret_token: bool,
+    /// False once failures disabled it (see the delivery's auto-disable); a re-POST enables it.
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+}
+
+/// What a pipeline-level create (upsert by name) writes for one name.
+#[derive(Debug, Clone)]
+pub struct NewPipelineCallback {
+    pub name: CallbackName,
+    /// Vetted by the SSRF rule.
+    pub url: String,
+    pub event: CallbackEvent,
+    pub region: Region,
+    pub secret_token: Option<Secret>,
+}
+
 /// A member of a project under the local authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -55,6 +82,17 @@ pub struct ImportedCallback {
     pub enabled: bool,
     pub failure_time: Option<EpochMillis>,
     pub disabled_reason: Option<String>,
+}
+
+/// A pipeline-level registration brought over from another system (bk-ci), keyed by its name.
+#[derive(Debug, Clone)]
+pub struct ImportedPipelineCallback {
+    pub project_id: ProjectId,
+    pub pipeline_id: PipelineId,
+    pub callback: NewPipelineCallback,
+    pub user: UserId,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
 }
 
 /// What importing one registration did.

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptStatus, CallbackEvent, CallbackId, DeliveryStatus, EpochMillis, EventId, ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, DeliveryStatus, EpochMillis, EventId, PipelineId,
+    ProjectId,
 };
 use crate::secrets::Secret;
 
@@ -14,6 +15,9 @@ pub struct NewEvent {
     pub event_id: EventId,
     pub event: CallbackEvent,
     pub body: String,
+    /// A BUILD_* event's `data.pipelineId`, when it is a pipeline id: the pipeline whose
+    /// pipeline-level callbacks it also goes to. Always `None` for other events.
+    pub pipeline_id: Option<PipelineId>,
 }
 
 /// What the intake answers for one event (the original answer when the event id was seen before).

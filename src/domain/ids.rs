@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,20 +50,7 @@ impl FromStr for ProjectId {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(InvalidId::Blank);
-        }
-        if s.len() > Self::MAX_LEN {
-            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return Err(InvalidId::BadCharacter {
-                allowed: "letters, digits, '_', '-' and '.'",
-            });
-        }
+        code_name(s, Self::MAX_LEN)?;
         if s == ALL_PROJECTS {
             return Err(InvalidId::Reserved(ALL_PROJECTS));
         }
@@ -74,6 +61,83 @@ impl FromStr for ProjectId {
 impl fmt::Display for ProjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The rule project and pipeline ids share: 1 to `max` of `A-Z a-z 0-9 _ - .`.
+fn code_name(s: &str, max: usize) -> Result<(), InvalidId> {
+    if s.is_empty() {
+        return Err(InvalidId::Blank);
+    }
+    if s.len() > max {
+        return Err(InvalidId::TooLong { max });
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(InvalidId::BadCharacter {
+            allowed: "letters, digits, '_', '-' and '.'",
+        });
+    }
+    Ok(())
+}
+
+/// A pipeline's id (bk-ci's are `p-` and 32 hex digits; `T_PIPELINE_CALLBACK.PIPELINE_ID` is
+/// `varchar(64)`): 1–64 of `A-Z a-z 0-9 _ - .`, like a project id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PipelineId(Arc<str>);
+
+impl PipelineId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PipelineId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        code_name(s, Self::MAX_LEN)?;
+        Ok(Self(s.into()))
+    }
+}
+
+/// The name that keys a pipeline-level callback (bk-ci's `callbackName`): up to 255
+/// characters (`T_PIPELINE_CALLBACK.NAME` is `varchar(255)`), no control characters. As in
+/// bk-ci, any other text is a name, the empty string included.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallbackName(Arc<str>);
+
+impl CallbackName {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for CallbackName {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.chars().count() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { max: Self::MAX_LEN });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(InvalidId::BadCharacter {
+                allowed: "printable characters",
+            });
+        }
+        Ok(Self(s.into()))
+    }
+}
+
+impl<'de> Deserialize<'de> for CallbackName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(super::names::FromStrVisitor(std::marker::PhantomData))
     }
 }
 
@@ -164,7 +228,7 @@ macro_rules! serialize_as_str {
     )+};
 }
 
-serialize_as_str!(ProjectId, UserId);
+serialize_as_str!(ProjectId, UserId, PipelineId, CallbackName);
 
 /// Identifiers are strings in the OpenAPI document, with their rules.
 macro_rules! string_schema {
@@ -195,6 +259,23 @@ string_schema!(
     Some(r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$")
 );
 string_schema!(EventId, EventId::MAX_LEN, None);
+string_schema!(
+    PipelineId,
+    PipelineId::MAX_LEN,
+    Some("^[A-Za-z0-9_.-]{1,64}$")
+);
+
+impl utoipa::PartialSchema for CallbackName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(CallbackName::MAX_LEN))
+            .pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]*$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CallbackName {}
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +287,23 @@ mod tests {
         assert_eq!("".parse::<ProjectId>(), Err(InvalidId::Blank));
         assert!("a b".parse::<ProjectId>().is_err());
         assert!("x".repeat(65).parse::<ProjectId>().is_err());
+    }
+
+    #[test]
+    fn pipeline_ids_and_callback_names_are_validated() {
+        assert!(
+            "p-7e1c2b3a4d5e4f60a1b2c3d4e5f60718"
+                .parse::<PipelineId>()
+                .is_ok()
+        );
+        assert_eq!("".parse::<PipelineId>(), Err(InvalidId::Blank));
+        assert!("p 1".parse::<PipelineId>().is_err());
+        assert!("p".repeat(65).parse::<PipelineId>().is_err());
+        assert_eq!("".parse::<CallbackName>().unwrap().as_str(), "");
+        assert!("notify end ✓".parse::<CallbackName>().is_ok());
+        assert!("é".repeat(255).parse::<CallbackName>().is_ok());
+        assert!("é".repeat(256).parse::<CallbackName>().is_err());
+        assert!("a\nb".parse::<CallbackName>().is_err());
     }
 
     #[test]

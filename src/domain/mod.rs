@@ -7,12 +7,15 @@ mod ids;
 mod names;
 mod url;
 
-pub use callback::{Callback, ImportOutcome, ImportedCallback, Member, NewCallback};
+pub use callback::{
+    Callback, ImportOutcome, ImportedCallback, ImportedPipelineCallback, Member, NewCallback,
+    NewPipelineCallback, PipelineCallback,
+};
 pub use delivery::{
     Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,
 };
-pub use ids::{ALL_PROJECTS, EventId, InvalidId, ProjectId, UserId};
+pub use ids::{ALL_PROJECTS, CallbackName, EventId, InvalidId, PipelineId, ProjectId, UserId};
 pub use names::{
     ApigwType, AttemptStatus, CallbackEvent, DeliveryStatus, MemberRole, Region, UnknownValue,
 };

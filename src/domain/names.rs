@@ -67,7 +67,7 @@ macro_rules! string_enum {
 }
 
 /// Deserializes a `FromStr` type from a string without copying it first.
-pub(super) struct FromStrVisitor<T>(std::marker::PhantomData<T>);
+pub(super) struct FromStrVisitor<T>(pub(super) std::marker::PhantomData<T>);
 
 impl<T> serde::de::Visitor<'_> for FromStrVisitor<T>
 where
@@ -147,6 +147,11 @@ impl CallbackEvent {
     /// PROJECT_* events also go to the global callbacks.
     pub fn is_project_event(self) -> bool {
         self.as_str().starts_with("PROJECT_")
+    }
+
+    /// BUILD_* events also go to the pipeline-level callbacks of their build's pipeline.
+    pub fn is_build_event(self) -> bool {
+        self.as_str().starts_with("BUILD_")
     }
 }
 

@@ -143,15 +143,19 @@ pub(super) struct CallbackRecord {
     updater: UserId,
     created_time: EpochMillis,
     updated_time: EpochMillis,
+    /// When the failing began, as bk-ci writes it: a local date-time in `TIME_ZONE`, to the
+    /// second, without an offset.
     #[serde(skip_serializing_if = "Option::is_none")]
-    failure_time: Option<EpochMillis>,
+    #[schema(value_type = Option<String>, example = "2026-08-21T10:00:00", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$")]
+    failure_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_reason: Option<String>,
     has_secret_token: bool,
 }
 
-impl From<Callback> for CallbackRecord {
-    fn from(c: Callback) -> Self {
+impl CallbackRecord {
+    /// `zone` is `TIME_ZONE`, in which `failureTime` is written.
+    pub(super) fn new(c: Callback, zone: chrono_tz::Tz) -> Self {
         Self {
             id: c.id,
             project_id: c.project_id,
@@ -163,11 +167,20 @@ impl From<Callback> for CallbackRecord {
             updater: c.updater,
             created_time: c.created_at,
             updated_time: c.updated_at,
-            failure_time: c.failure_time,
+            failure_time: c.failure_time.map(|at| local_date_time(at, zone)),
             disabled_reason: c.disabled_reason,
             has_secret_token: c.has_secret_token,
         }
     }
+}
+
+/// bk-ci's JSON of a `LocalDateTime` read from a MySQL `datetime`: `2026-08-21T10:00:00`.
+fn local_date_time(at: EpochMillis, zone: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .with_timezone(&zone)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
 }
 
 impl Identified for CallbackRecord {
@@ -200,7 +213,11 @@ pub(super) async fn page_of(
     request: crate::domain::PageRequest,
 ) -> Result<Envelope<Page<CallbackRecord>>> {
     let (count, callbacks) = state.store.list_callbacks(project, request).await?;
-    let records = callbacks.into_iter().map(CallbackRecord::from).collect();
+    let zone = state.config.time_zone;
+    let records = callbacks
+        .into_iter()
+        .map(|callback| CallbackRecord::new(callback, zone))
+        .collect();
     Ok(Envelope::ok(Page::new(request, count, records)))
 }
 
@@ -270,4 +287,19 @@ async fn set_enabled(
         return Err(AppError::CallbackNotFound(id));
     }
     Ok(Envelope::ok(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_time_is_a_local_date_time_to_the_second() {
+        let at = 1_787_277_600_999; // 2026-08-21T02:00:00.999Z
+        assert_eq!(
+            local_date_time(at, chrono_tz::Asia::Shanghai),
+            "2026-08-21T10:00:00"
+        );
+        assert_eq!(local_date_time(at, chrono_tz::UTC), "2026-08-21T02:00:00");
+    }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer};
@@ -167,7 +167,7 @@ impl FromRequestParts<AppState> for ProjectScope {
         let apigw: ApigwType = params
             .apigw_type
             .parse()
-            .map_err(|_| AppError::RouteNotFound(parts.uri.path().to_owned()))?;
+            .map_err(|_| AppError::RouteNotFound(requested_path(parts)))?;
         let project = parse_project_id(&params.project_id)?;
         let from_token = match &state.gateway {
             Some(gateway) => gateway.caller(
@@ -182,6 +182,16 @@ impl FromRequestParts<AppState> for ProjectScope {
         };
         Ok(Self { project, user })
     }
+}
+
+/// The path as the client sent it, gateway prefix included (a nested route sees it stripped).
+fn requested_path(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |OriginalUri(uri)| uri)
+        .path()
+        .to_owned()
 }
 
 /// A caller holding permission `P` in the v4 scope's project, and the route's input `I` (its
@@ -227,8 +237,40 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let ProjectScope { project, user } = ProjectScope::from_request_parts(parts, state).await?;
+        let scope = ProjectScope::from_request_parts(parts, state).await?;
         let input = I::from_request_parts(parts, state).await?;
+        Self::grant(scope, input, state).await
+    }
+}
+
+/// The input of a route with a JSON body: `input` from the request's parts (path, query), then
+/// `body`. A [`Permitted`] over it reads both before the permission check, like any input.
+pub struct WithBody<I, T> {
+    pub input: I,
+    pub body: T,
+}
+
+impl<P, I, T> FromRequest<AppState> for Permitted<P, WithBody<I, T>>
+where
+    P: Role + Send,
+    I: FromRequestParts<AppState, Rejection = AppError> + Send,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, AppError> {
+        let (mut parts, body) = request.into_parts();
+        let scope = ProjectScope::from_request_parts(&mut parts, state).await?;
+        let input = I::from_request_parts(&mut parts, state).await?;
+        let Json(body) = Json::from_request(Request::from_parts(parts, body), state).await?;
+        Self::grant(scope, WithBody { input, body }, state).await
+    }
+}
+
+impl<P: Role, I> Permitted<P, I> {
+    /// The last check: whether the scope's user holds `P` in its project.
+    async fn grant(scope: ProjectScope, input: I, state: &AppState) -> Result<Self, AppError> {
+        let ProjectScope { project, user } = scope;
         state
             .authority
             .require(P::PERMISSION, &project, &user)

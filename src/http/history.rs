@@ -20,7 +20,7 @@ use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{
     CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query, Refusal, checked,
 };
-use crate::http::paging::{Page, PageNumber, PageParams, PageSize};
+use crate::http::paging::{Page, PageParams};
 use crate::http::params::{IdParams, Identified};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retry))
 }
 
-/// Separate page fields: `serde(flatten)` would hand the numbers over as strings.
+/// The filters; the page is [`PageParams`], read from the same query.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -48,11 +48,6 @@ struct HistoryParams {
     #[serde(default, deserialize_with = "end_time")]
     #[param(value_type = Option<String>, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
     end_time: Option<NaiveDateTime>,
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    page: Option<PageNumber>,
-    /// Default 20, at most 100 (larger values are capped).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    page_size: Option<PageSize>,
 }
 
 /// Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
@@ -88,11 +83,8 @@ impl FromRequestParts<AppState> for HistoryQuery {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let Query(params) = Query::<HistoryParams>::from_request_parts(parts, state).await?;
-        let page = PageParams {
-            page: params.page,
-            page_size: params.page_size,
-        }
-        .request();
+        let Query(page) = Query::<PageParams>::from_request_parts(parts, state).await?;
+        let page = page.request();
         let filter = history_filter(params, state.config.time_zone)?;
         Ok(Self { filter, page })
     }
@@ -153,7 +145,7 @@ impl From<HistoryEntry> for HistoryRecord {
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_history",
     operation_id = "callback_history_list",
     tag = "history",
-    params(ProjectScopeParams, CallerHeaders, HistoryParams),
+    params(ProjectScopeParams, CallerHeaders, HistoryParams, PageParams),
     responses((status = 200, description = "Success envelope", body = Envelope<Page<HistoryRecord>>), ErrorResponse)
 )]
 async fn list(

@@ -12,6 +12,7 @@ mod members;
 mod metrics;
 mod paging;
 mod params;
+mod pipelines;
 pub(crate) mod server;
 
 pub use events::PublishedEvent;
@@ -35,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
-use crate::domain::ApigwType;
+use crate::domain::{ApigwType, PipelineId};
 use crate::error::AppError;
 use crate::http::envelope::ErrorEnvelope;
 use crate::telemetry::names;
@@ -47,9 +48,11 @@ use error::ErrorDetail;
         title = "devops-callbacks",
         description = "Project callbacks compatible with the bk-ci OpenAPI v4 callback resource, \
                        and their reliable delivery. Every response is the envelope \
-                       {status, message, data}; status 0 is success."
+                       {status, message, data}; status 0 is success. The v4 routes are also \
+                       served under /api and /openapi/api (the BlueKing API gateway's and \
+                       bk-ci nginx's backend paths): see each v4 path's servers."
     ),
-    components(schemas(ApigwType, ErrorEnvelope)),
+    components(schemas(ApigwType, PipelineId, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
         (name = "history", description = "Delivery attempts"),
@@ -67,15 +70,24 @@ pub fn app(state: AppState) -> Router {
         max_uri_bytes: state.config.max_uri_bytes,
         max_header_bytes: state.config.max_header_bytes,
     };
-    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (v4, v4_api) = OpenApiRouter::new()
         .merge(callbacks::router())
+        .merge(history::router())
+        .merge(pipelines::router())
+        .split_for_parts();
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(events::router())
         .merge(global::router())
-        .merge(history::router())
         .merge(members::router())
         .merge(metrics::router())
         .merge(health::router())
         .split_for_parts();
+    api.merge(served_under_gateway_prefixes(v4_api));
+    let routes = GATEWAY_PREFIXES
+        .iter()
+        .fold(routes.merge(v4.clone()), |routes, prefix| {
+            routes.nest(prefix, v4.clone())
+        });
     api.paths.add_path_operation(
         "/openapi.json",
         vec![utoipa::openapi::HttpMethod::Get],
@@ -105,6 +117,26 @@ pub fn app(state: AppState) -> Router {
         )
         .with_state(state);
     with_edges(routes, limits)
+}
+
+/// Where the v4 routes are served besides their own path, `/{apigwType}/v4/…`: the backend
+/// path of the BlueKing API gateway and the upstream path of bk-ci's nginx (`/api/…`), so
+/// either can point at the service without a rewrite. The same routes, nested: the request
+/// metrics' `route` label names the prefix, and an unknown gateway type under a prefix is the
+/// same 404.
+pub const GATEWAY_PREFIXES: [&str; 2] = ["/api", "/openapi/api"];
+
+/// The v4 paths of the document, each listed once, with the bases it is served under as the
+/// path's `servers` (top-level servers would claim the op and health routes are there too).
+fn served_under_gateway_prefixes(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let servers: Vec<utoipa::openapi::Server> = std::iter::once("/")
+        .chain(GATEWAY_PREFIXES)
+        .map(utoipa::openapi::Server::new)
+        .collect();
+    for item in api.paths.paths.values_mut() {
+        item.servers = Some(servers.clone());
+    }
+    api
 }
 
 /// What one request may cost.

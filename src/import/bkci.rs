@@ -35,6 +35,8 @@ pub struct PipelineCallbackRow {
     /// Base64 AES of the token.
     pub secret_token: Option<String>,
     pub user_id: Option<String>,
+    pub create_time: Option<String>,
+    pub update_time: Option<String>,
 }
 
 const DATETIME: &str = "'%Y-%m-%d %H:%i:%s'";
@@ -54,12 +56,13 @@ pub async fn project_callbacks(pool: &MySqlPool) -> Result<Vec<ProjectCallbackRo
 }
 
 pub async fn pipeline_callbacks(pool: &MySqlPool) -> Result<Vec<PipelineCallbackRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT PROJECT_ID AS project_id, PIPELINE_ID AS pipeline_id, NAME AS name, \
              EVENT_TYPE AS event, REGION AS region, URL AS url, SECRET_TOKEN AS secret_token, \
-             USER_ID AS user_id \
-         FROM T_PIPELINE_CALLBACK ORDER BY PROJECT_ID, PIPELINE_ID, NAME",
-    )
+             USER_ID AS user_id, DATE_FORMAT(CREATE_TIME, {DATETIME}) AS create_time, \
+             DATE_FORMAT(UPDATE_TIME, {DATETIME}) AS update_time \
+         FROM T_PIPELINE_CALLBACK ORDER BY PROJECT_ID, PIPELINE_ID, NAME"
+    ))
     .fetch_all(pool)
     .await
 }

@@ -14,13 +14,14 @@ use chrono_tz::Tz;
 
 use crate::delivery::ssrf::SsrfGuard;
 use crate::domain::{
-    CallbackEvent, CallbackUrl, EpochMillis, ImportOutcome, ImportedCallback, NewCallback,
-    ProjectId, Region, UserId,
+    CallbackEvent, CallbackUrl, EpochMillis, ImportOutcome, ImportedCallback,
+    ImportedPipelineCallback, NewCallback, NewPipelineCallback, ProjectId, Region, UserId,
+    now_millis,
 };
 use crate::secrets::Secret;
 use crate::store::{ImportStore, StoreError};
 use aes::BkciCipher;
-use bkci::ProjectCallbackRow;
+use bkci::{PipelineCallbackRow, ProjectCallbackRow};
 
 /// How to read bk-ci's rows.
 pub struct Options {
@@ -58,7 +59,12 @@ impl Reader<'_> {
             .from_local_datetime(&naive)
             .earliest()
             .map(|t| t.timestamp_millis())
-            .ok_or_else(|| format!("{column} `{text}` does not exist in {}", self.options.time_zone))
+            .ok_or_else(|| {
+                format!(
+                    "{column} `{text}` does not exist in {}",
+                    self.options.time_zone
+                )
+            })
     }
 
     async fn url(&self, raw: &str) -> Result<String, String> {
@@ -88,8 +94,9 @@ impl Reader<'_> {
                 .map_err(|e| format!("{column} `{raw}` {e}"))
         };
         let secret_token = match &row.secret_token {
-            Some(token) => Secret::callback_token(token.clone())
-                .map_err(|e| format!("SECRET_TOKEN {e}"))?,
+            Some(token) => {
+                Secret::callback_token(token.clone()).map_err(|e| format!("SECRET_TOKEN {e}"))?
+            }
             None => None,
         };
         let inert = inert_reason(&project, event);
@@ -118,15 +125,79 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// A value bk-ci encrypted, opened with `--aes-key`.
+    fn decrypt(&self, column: &str, encrypted: &str) -> Result<String, String> {
+        let cipher = self.cipher.as_ref().ok_or_else(|| {
+            format!("{column} is encrypted: pass --aes-key (bk-ci's project.callback.aes-key)")
+        })?;
+        cipher
+            .decrypt(encrypted)
+            .map_err(|e| format!("{column} {e}"))
+    }
+
+    /// A pipeline-level registration. bk-ci only ever delivers BUILD_* events at this level;
+    /// a row of another event is skipped with that reason rather than suddenly firing.
+    async fn pipeline_callback(
+        &self,
+        row: &PipelineCallbackRow,
+    ) -> Result<ImportedPipelineCallback, String> {
+        let event: CallbackEvent = row.event.parse().map_err(|e| format!("EVENT_TYPE: {e}"))?;
+        if !event.as_str().starts_with("BUILD_") {
+            return Err(format!(
+                "bk-ci never delivers {event} to a pipeline-level callback; register it at project level if it is wanted"
+            ));
+        }
+        let region = match row.region.as_deref() {
+            None | Some("") => Region::Idc,
+            Some(raw) => raw.parse().map_err(|e| format!("REGION: {e}"))?,
+        };
+        let secret_token = match &row.secret_token {
+            Some(encrypted) => Secret::callback_token(self.decrypt("SECRET_TOKEN", encrypted)?)
+                .map_err(|e| format!("SECRET_TOKEN {e}"))?,
+            None => None,
+        };
+        // bk-ci may leave the user and the times empty.
+        let user = row.user_id.as_deref().unwrap_or(IMPORTING_USER);
+        let time = |column: &str, text: &Option<String>| {
+            text.as_deref()
+                .map_or(Ok(now_millis()), |text| self.time(column, text))
+        };
+        Ok(ImportedPipelineCallback {
+            project_id: row
+                .project_id
+                .parse()
+                .map_err(|e| format!("PROJECT_ID `{}` {e}", row.project_id))?,
+            pipeline_id: row
+                .pipeline_id
+                .parse()
+                .map_err(|e| format!("PIPELINE_ID `{}` {e}", row.pipeline_id))?,
+            callback: NewPipelineCallback {
+                name: row.name.parse().map_err(|e| format!("NAME {e}"))?,
+                url: self.url(&row.url).await?,
+                event,
+                region,
+                secret_token,
+            },
+            user: user.parse().map_err(|e| format!("USER_ID `{user}` {e}"))?,
+            created_at: time("CREATE_TIME", &row.create_time)?,
+            updated_at: time("UPDATE_TIME", &row.update_time)?,
+        })
+    }
+}
+
+/// Who created a pipeline-level row whose `USER_ID` bk-ci left empty.
+const IMPORTING_USER: &str = "bk-ci";
+
 /// Why bk-ci never delivers a registration of `event` in `project`, if it does not.
 fn inert_reason(project: &ProjectId, event: CallbackEvent) -> Option<&'static str> {
     match event {
         CallbackEvent::ProjectCreate | CallbackEvent::StreamEnabled => Some(
             "imported from bk-ci disabled: nothing produces this event there; enable it to receive it here",
         ),
-        _ if *project == ProjectId::global() && !event.is_project_event() => Some(
-            "imported from bk-ci disabled: global registrations only receive PROJECT_* events",
-        ),
+        _ if *project == ProjectId::global() && !event.is_project_event() => {
+            Some("imported from bk-ci disabled: global registrations only receive PROJECT_* events")
+        }
         _ => None,
     }
 }
@@ -145,10 +216,11 @@ pub async fn import(
         cipher: options.aes_key.as_deref().map(BkciCipher::new),
         guard,
     };
-    let rows = bkci::project_callbacks(pool).await?;
-    let progress = indicatif::ProgressBar::new(rows.len() as u64);
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let projects = bkci::project_callbacks(pool).await?;
+    let pipelines = bkci::pipeline_callbacks(pool).await?;
+    let progress = indicatif::ProgressBar::new((projects.len() + pipelines.len()) as u64);
+    let mut entries = Vec::with_capacity(projects.len() + pipelines.len());
+    for row in &projects {
         let result = match reader.project_callback(row).await {
             Ok(callback) => stored(store.import_callback(&callback, options.dry_run).await)?,
             Err(reason) => Err(reason),
@@ -159,11 +231,28 @@ pub async fn import(
         });
         progress.inc(1);
     }
+    for row in &pipelines {
+        let result = match reader.pipeline_callback(row).await {
+            Ok(callback) => stored(
+                store
+                    .import_pipeline_callback(&callback, options.dry_run)
+                    .await,
+            )?,
+            Err(reason) => Err(reason),
+        };
+        entries.push(Entry {
+            row: format!(
+                "T_PIPELINE_CALLBACK {}/{}/{}",
+                row.project_id, row.pipeline_id, row.name
+            ),
+            result,
+        });
+        progress.inc(1);
+    }
     progress.finish_and_clear();
     if !options.dry_run {
         store.sync_callback_ids().await?;
     }
-    let _ = &reader.cipher;
     Ok(entries)
 }
 
@@ -179,4 +268,45 @@ fn stored(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The table `import-bkci` prints: how many rows went which way, then every row that was not
+/// simply imported or already here, with its reason.
+pub fn summary(entries: &[Entry], dry_run: bool) -> String {
+    let count = |wanted: fn(&Result<ImportOutcome, String>) -> bool| {
+        entries.iter().filter(|e| wanted(&e.result)).count()
+    };
+    let mut out = String::new();
+    if dry_run {
+        out.push_str("dry run: nothing was written; a real run would do this\n");
+    }
+    for (label, n) in [
+        (
+            "imported",
+            count(|r| matches!(r, Ok(ImportOutcome::Imported))),
+        ),
+        (
+            "updated",
+            count(|r| matches!(r, Ok(ImportOutcome::Updated))),
+        ),
+        (
+            "unchanged",
+            count(|r| matches!(r, Ok(ImportOutcome::Unchanged))),
+        ),
+        (
+            "skipped",
+            count(|r| matches!(r, Err(_) | Ok(ImportOutcome::Conflict(_)))),
+        ),
+    ] {
+        out.push_str(&format!("{label:<10} {n:>6}\n"));
+    }
+    for entry in entries {
+        let line = match &entry.result {
+            Ok(ImportOutcome::Updated) => "updated".to_owned(),
+            Ok(ImportOutcome::Conflict(reason)) | Err(reason) => format!("skipped: {reason}"),
+            Ok(ImportOutcome::Imported | ImportOutcome::Unchanged) => continue,
+        };
+        out.push_str(&format!("{}  {line}\n", entry.row));
+    }
+    out
 }

@@ -11,12 +11,13 @@ use tokio::sync::Notify;
 use super::fault::Faults;
 use super::{
     CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
-    Maintenance, MemberStore, QueueStats, SecretTokenCounts, StoreResult,
+    Maintenance, MemberStore, PipelineCallbackStore, QueueStats, SecretTokenCounts, StoreResult,
 };
 use crate::domain::{
-    Callback, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, HistoryEntry,
-    HistoryFilter, ImportOutcome, ImportedCallback, Member, MemberRole, NewCallback, NewEvent,
-    PageRequest, ProjectId, Published, UserId,
+    Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
+    EpochMillis, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
+    PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
 
 pub struct Guarded<S> {
@@ -69,6 +70,48 @@ impl<S: CallbackStore> CallbackStore for Guarded<S> {
                 self.inner
                     .set_callback_enabled(project, id, user, enabled, reason)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: PipelineCallbackStore> PipelineCallbackStore for Guarded<S> {
+    async fn upsert_pipeline_callbacks(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        user: &UserId,
+        callbacks: &[NewPipelineCallback],
+    ) -> StoreResult<()> {
+        self.faults
+            .retried(|| {
+                self.inner
+                    .upsert_pipeline_callbacks(project, pipeline, user, callbacks)
+            })
+            .await
+    }
+
+    async fn list_pipeline_callbacks(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        event: Option<CallbackEvent>,
+    ) -> StoreResult<Vec<PipelineCallback>> {
+        self.faults
+            .retried(|| self.inner.list_pipeline_callbacks(project, pipeline, event))
+            .await
+    }
+
+    /// Retried, unlike `delete_callback`: it does not say whether a row went, so a second try
+    /// changes neither the data nor the answer.
+    async fn delete_pipeline_callback(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        name: &CallbackName,
+    ) -> StoreResult<()> {
+        self.faults
+            .retried(|| self.inner.delete_pipeline_callback(project, pipeline, name))
             .await
     }
 }
@@ -236,6 +279,16 @@ impl<S: ImportStore> ImportStore for Guarded<S> {
     ) -> StoreResult<ImportOutcome> {
         self.faults
             .retried(|| self.inner.import_callback(callback, dry_run))
+            .await
+    }
+
+    async fn import_pipeline_callback(
+        &self,
+        callback: &ImportedPipelineCallback,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        self.faults
+            .retried(|| self.inner.import_pipeline_callback(callback, dry_run))
             .await
     }
 

@@ -1,5 +1,5 @@
-//! The repository: one trait per user of the store (`CallbackStore`, `MemberStore`,
-//! `DeliveryQueue`, `HistoryStore`, `Maintenance`; `Store` is all of them), implemented once in
+//! The repository: one trait per user of the store (`CallbackStore`, `PipelineCallbackStore`,
+//! `MemberStore`, `DeliveryQueue`, `HistoryStore`, `Maintenance`; `Store` is all of them), implemented once in
 //! `sql/` for PostgreSQL and SQLite alike. All SQL lives below here.
 
 mod error;
@@ -24,9 +24,10 @@ use crate::secrets::Sealer;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis,
-    HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback, Member, MemberRole, NewCallback,
-    NewEvent, PageRequest, ProjectId, Published, UserId,
+    Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
+    EpochMillis, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
+    PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
 
 /// A leased delivery with what is needed to send it. `target` is `None` when the callback
@@ -88,7 +89,9 @@ pub struct DisableRule {
     pub reason: String,
 }
 
-/// Registrations, as the callback routes and the registration writer use them.
+/// Project-level (and global) registrations, as the callback routes and the registration writer
+/// use them; pipeline-level rows are `PipelineCallbackStore`'s, and none of these methods sees
+/// one (an id of one is "not found" here).
 #[async_trait]
 pub trait CallbackStore: Send + Sync {
     /// In one statement, creates each callback or, when (project, url, event) exists, updates it
@@ -116,6 +119,38 @@ pub trait CallbackStore: Send + Sync {
         enabled: bool,
         reason: Option<&str>,
     ) -> StoreResult<bool>;
+}
+
+/// Pipeline-level registrations, as the pipeline callback routes use them. They are callbacks
+/// like the others for delivery; the methods of `CallbackStore` never see them.
+#[async_trait]
+pub trait PipelineCallbackStore: Send + Sync {
+    /// In one statement, creates each of the pipeline's callbacks or, when its name exists,
+    /// updates it in place: same id, new url/event/region/token/updater, re-enabled with its
+    /// failure state cleared. No two items may share a name.
+    async fn upsert_pipeline_callbacks(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        user: &UserId,
+        callbacks: &[NewPipelineCallback],
+    ) -> StoreResult<()>;
+
+    /// The pipeline's callbacks (of one event, if given), by name.
+    async fn list_pipeline_callbacks(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        event: Option<CallbackEvent>,
+    ) -> StoreResult<Vec<PipelineCallback>>;
+
+    /// Deletes the pipeline's callback of that name, if there is one.
+    async fn delete_pipeline_callback(
+        &self,
+        project: &ProjectId,
+        pipeline: &PipelineId,
+        name: &CallbackName,
+    ) -> StoreResult<()>;
 }
 
 /// Local project membership, as the permission check and the op member routes use it.
@@ -241,18 +276,35 @@ pub trait ImportStore: Send + Sync {
         dry_run: bool,
     ) -> StoreResult<ImportOutcome>;
 
+    /// Stores a pipeline-level registration under its name, in one transaction: inserted,
+    /// brought up to date (and enabled), or left alone when it already says the same. With
+    /// `dry_run` the transaction is rolled back.
+    async fn import_pipeline_callback(
+        &self,
+        callback: &ImportedPipelineCallback,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome>;
+
     /// Moves id generation past every stored id, after ids were written explicitly.
     async fn sync_callback_ids(&self) -> StoreResult<()>;
 }
 
 /// The whole store, as the service holds it; each part takes only the piece it uses.
 pub trait Store:
-    CallbackStore + MemberStore + DeliveryQueue + HistoryStore + Maintenance + ImportStore + 'static
+    CallbackStore
+    + PipelineCallbackStore
+    + MemberStore
+    + DeliveryQueue
+    + HistoryStore
+    + Maintenance
+    + ImportStore
+    + 'static
 {
 }
 
 impl<S> Store for S where
     S: CallbackStore
+        + PipelineCallbackStore
         + MemberStore
         + DeliveryQueue
         + HistoryStore

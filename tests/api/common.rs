@@ -14,6 +14,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 pub const SERVICE_TOKEN: &str = "test-service-token";
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -205,7 +206,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(devops_callbacks::serve(
-            AppState::new(config, store, gateway),
+            AppState::new(config, store, gateway).expect("test state"),
             listener,
             async {
                 let _ = rx.await;
@@ -425,6 +426,55 @@ pub const DELIVERY_VARS: &[(&str, &str)] = &[
     ("DELIVERY_TIMEOUT_MS", "2000"),
     ("DELIVERY_LEASE_SECS", "5"),
 ];
+
+/// A server with `DELIVERY_VARS` and `extra` over them, where alice is an admin of `demo`.
+pub async fn start_delivering(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
+    let vars: Vec<(&str, &str)> = DELIVERY_VARS.iter().chain(extra).copied().collect();
+    let server = TestServer::start_with(db, &vars).await;
+    server.set_member("demo", "alice", "admin").await;
+    server
+}
+
+/// A certificate authority made for one test, and a receiver certificate it signed for
+/// `127.0.0.1` and `localhost`: a private receiver's TLS, unknown to the default roots.
+pub struct TestCa {
+    /// The CA's certificate as PEM: what `DELIVERY_CA_FILE` names.
+    pub ca_file: tempfile::NamedTempFile,
+    /// The receiver's certificate followed by the CA's, and the receiver's key.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "devops-callbacks test CA");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
+        Self {
+            ca_file,
+            chain: vec![leaf.der().clone(), ca.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+
+    pub fn ca_path(&self) -> &str {
+        self.ca_file.path().to_str().unwrap()
+    }
+}
 
 /// A URL the SSRF guard accepts without a DNS lookup (a public address literal).
 pub fn public_url(path: &str) -> String {

@@ -148,7 +148,20 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
             .all(|r| r.header("x-devops-webhook-token") == "g")
     );
 
+    // A failing global callback shows when the failing began, as bk-ci writes it.
     let id = record["id"].as_i64().unwrap();
+    db.execute(&format!(
+        "UPDATE callbacks SET failure_time = 1787277600999 WHERE id = {id}"
+    ))
+    .await;
+    let (_, list) = server
+        .call(Method::GET, "/op/callbacks/global", &[token])
+        .await;
+    assert_eq!(
+        list["data"]["records"][0]["failureTime"], "2026-08-21T10:00:00",
+        "{list}"
+    );
+
     let path = format!("/op/callbacks/global/{id}");
     assert_eq!(server.call(Method::DELETE, &path, &[token]).await, ok);
     assert_error(
@@ -208,9 +221,18 @@ async fn metrics_move_after_a_delivery(backend: Backend) {
             Some(String::new()),
         )
         .await;
+    server
+        .post(
+            &format!("/openapi/api/apigw-user/v4/projects/demo/callbacks?{query}"),
+            Some(String::new()),
+        )
+        .await;
     let before = scrape(&server).await;
     let create = r#"devops_callbacks_http_requests_total{method="POST",route="/{apigw_type}/v4/projects/{project_id}/callbacks",status="200"}"#;
     assert_eq!(sample(&before, create), 1.0, "{before}");
+    // Under a gateway prefix, the route template names the prefix.
+    let gateway_create = r#"devops_callbacks_http_requests_total{method="POST",route="/openapi/api/{apigw_type}/v4/projects/{project_id}/callbacks",status="200"}"#;
+    assert_eq!(sample(&before, gateway_create), 1.0, "{before}");
     assert!(
         !before.contains("devops_callbacks_deliveries_total"),
         "nothing delivered yet: {before}"
@@ -288,6 +310,7 @@ async fn the_openapi_document_covers_every_route() {
             item.as_object()
                 .unwrap()
                 .keys()
+                .filter(|key| *key != "servers")
                 .map(move |method| format!("{method} {path}"))
         })
         .collect();
@@ -302,6 +325,9 @@ async fn the_openapi_document_covers_every_route() {
         format!("put {v4}/callback_disable"),
         format!("get {v4}/callback_history"),
         format!("post {v4}/callback_retry"),
+        format!("post {v4}/pipelines/{{pipeline_id}}"),
+        format!("get {v4}/pipelines/{{pipeline_id}}"),
+        format!("delete {v4}/pipelines/{{pipeline_id}}"),
         "post /service/callbacks/projects/{project_id}/events".to_owned(),
         "post /service/callbacks/events:batch".to_owned(),
         "post /op/callbacks/global".to_owned(),
@@ -342,12 +368,22 @@ async fn the_openapi_document_covers_every_route() {
         create["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ErrorEnvelope"
     );
-    // Every v4 route documents the gateway token, as an optional header.
+    // Every v4 route documents the gateway token, as an optional header, and the gateway
+    // prefixes it is served under, as the path's servers; no other path has servers.
     for (path, item) in document["paths"].as_object().unwrap() {
         if !path.starts_with("/{apigw_type}/") {
+            assert!(item.get("servers").is_none(), "{path}");
             continue;
         }
+        assert_eq!(
+            item["servers"],
+            serde_json::json!([{"url": "/"}, {"url": "/api"}, {"url": "/openapi/api"}]),
+            "{path}"
+        );
         for (method, operation) in item.as_object().unwrap() {
+            if method == "servers" {
+                continue;
+            }
             let jwt = operation["parameters"]
                 .as_array()
                 .unwrap()
@@ -360,4 +396,29 @@ async fn the_openapi_document_covers_every_route() {
     }
     let events = &document["components"]["schemas"]["CallbackEvent"]["enum"];
     assert_eq!(events.as_array().unwrap().len(), 18);
+    let pipeline_body = &document["paths"][format!("{v4}/pipelines/{{pipeline_id}}")]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"];
+    let body = match pipeline_body["$ref"].as_str() {
+        Some(reference) => {
+            &document["components"]["schemas"][reference.rsplit('/').next().unwrap()]
+        }
+        None => pipeline_body,
+    };
+    assert_eq!(body["maxItems"], 100, "{body}");
+    let required = &body["items"]["required"];
+    for field in ["callbackEvent", "callbackUrl", "callbackName"] {
+        assert!(
+            required.as_array().unwrap().contains(&json!(field)),
+            "{body}"
+        );
+    }
+    // Every reference resolves (some schemas are written by hand).
+    let text = document.to_string();
+    for reference in text.split(r##""$ref":"#/components/schemas/"##).skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "unresolved reference to {name}"
+        );
+    }
 }

@@ -661,7 +661,13 @@ async fn history_filters_pages_and_guards(backend: Backend) {
         &["startTime", "endTime"],
     );
     assert_error(&get("event=NOPE".to_owned()).await, 400, 400, &["event"]);
-    assert_error(&get("pageSize=0".to_owned()).await, 400, 400, &["pageSize"]);
+    assert_error(&get("pageSize=x".to_owned()).await, 400, 400, &["pageSize"]);
+    // Zero or less means the defaults, as in bk-ci.
+    let defaults = history(&server, "demo", "page=0&pageSize=-1").await;
+    assert_eq!(
+        (&defaults["page"], &defaults["pageSize"], &defaults["count"]),
+        (&json!(1), &json!(20), &json!(4))
+    );
     let stranger = server
         .v4(Method::GET, "demo", "/callback_history", Some("sam"))
         .await;

@@ -15,6 +15,7 @@ backend_tests!(
     unverifiable_tokens_are_refused,
     without_a_key_the_header_is_trusted,
     bk_claim_names_and_clock_leeway_are_accepted,
+    the_gateway_backend_path_keeps_the_identity_rules,
 );
 
 const CREATE: &str = "?event=BUILD_END&region=IDC&url=http%3A%2F%2F93.184.215.14%2F";
@@ -379,5 +380,43 @@ async fn bk_claim_names_and_clock_leeway_are_accepted(backend: Backend) {
             2112005,
             &[],
         );
+    }
+}
+
+/// The gateway calls `/openapi/api/{apigwType}/v4/…` (and nginx `/api/…`): the same token rules.
+async fn the_gateway_backend_path_keeps_the_identity_rules(backend: Backend) {
+    let gateway = start(backend).await;
+    let server = &gateway.server;
+    for base in ["/openapi/api", "/api"] {
+        let path = format!("{base}/apigw-user/v4/projects/demo/callbacks");
+        assert_error(
+            &server
+                .call(
+                    Method::POST,
+                    &format!("{path}{CREATE}"),
+                    &[("X-DEVOPS-UID", "alice")],
+                )
+                .await,
+            401,
+            2112005,
+            &["X-Bkapi-JWT"],
+        );
+        let alice = sign(&claims(Some("ci"), Some("alice")));
+        let answer = server
+            .call(
+                Method::POST,
+                &format!("{path}{CREATE}"),
+                &[("X-DEVOPS-UID", "mallory"), ("X-Bkapi-JWT", &alice)],
+            )
+            .await;
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        let (_, list) = server
+            .call(
+                Method::GET,
+                &format!("{path}/callback_list"),
+                &[("X-Bkapi-JWT", &alice)],
+            )
+            .await;
+        assert_eq!(list["data"]["records"][0]["updater"], "alice", "{list}");
     }
 }

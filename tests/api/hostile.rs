@@ -303,8 +303,8 @@ async fn routers(db: &TestDb, key: &std::path::Path) -> (Router, Router) {
         .await
         .unwrap();
     (
-        devops_callbacks::app(AppState::new(plain, store.clone(), None)),
-        devops_callbacks::app(AppState::new(gated, store, gateway)),
+        devops_callbacks::app(AppState::new(plain, store.clone(), None).unwrap()),
+        devops_callbacks::app(AppState::new(gated, store, gateway).unwrap()),
     )
 }
 

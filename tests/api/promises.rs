@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::common::{
     Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, WAIT, assert_error, backend_tests,
-    binary_command, cli, enc, strip_ansi, wait_until,
+    binary_command, cli, enc, start_delivering as start, strip_ansi, wait_until,
 };
 use crate::processes::ServerProcess;
 use crate::receiver::{Answer, Receiver};
@@ -33,13 +33,6 @@ backend_tests!(
     retries_get_at_most_a_quarter_of_the_slots_while_fresh_events_wait,
     a_stalled_hosts_backlog_is_moved_ahead,
 );
-
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
-    let vars: Vec<(&str, &str)> = DELIVERY_VARS.iter().chain(extra).copied().collect();
-    let server = TestServer::start_with(db, &vars).await;
-    server.set_member("demo", "alice", "admin").await;
-    server
-}
 
 async fn the_response_body_is_cut_at_16_kib(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -635,6 +628,9 @@ async fn every_unusable_variable_stops_the_start() {
         ("DELIVERY_CONCURRENCY", "0", &[]),
         ("DELIVERY_MAX_IN_FLIGHT_PER_HOST", "0", &[]),
         ("DELIVERY_TIMEOUT_MS", "0", &[]),
+        ("DELIVERY_SUCCESS", "3xx", &[]),
+        ("DELIVERY_CA_FILE", "/nonexistent/receivers-ca.pem", &[]),
+        ("DELIVERY_TLS_VERIFY", "maybe", &[]),
         ("DELIVERY_RETRY_SCHEDULE", "5s,later", &[]),
         ("DELIVERY_LEASE_SECS", "1", &[]),
         ("DELIVERY_POLL_MS", "0", &[]),

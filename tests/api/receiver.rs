@@ -1,4 +1,5 @@
-//! A real HTTP receiver on 127.0.0.1:0 that records what it is sent and answers as scripted.
+//! A real HTTP (or HTTPS) receiver on 127.0.0.1:0 that records what it is sent and answers as
+//! scripted.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -10,6 +11,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::serve::Listener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+
+use crate::common::TestCa;
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -67,21 +73,47 @@ struct Inner {
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, "http")
+    }
+
+    /// The receiver over HTTPS, presenting `ca`'s receiver certificate.
+    pub async fn start_https(ca: &TestCa) -> Self {
+        let tls = ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(ca.chain.clone(), ca.key.clone_key())
+        .unwrap();
+        let listener = TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+        };
+        Self::serve(listener, "https")
+    }
+
+    fn serve<L: Listener<Addr = SocketAddr>>(listener: L, scheme: &'static str) -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(receive).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, inner }
+        Self {
+            addr,
+            scheme,
+            inner,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The next answers for `path`, in order; after them, 200.
@@ -135,6 +167,32 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshake. A client that refuses the
+/// certificate ends its handshake with an alert; the listener goes on to the next connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = Listener::accept(&mut self.tcp).await;
+            let handshake = self.acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{
-    self, Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, assert_error, backend_tests,
+    self, Backend, TestDb, TestServer, WAIT, assert_error, backend_tests, start_delivering as start,
 };
 use crate::receiver::{Answer, Receiver};
 
@@ -20,13 +20,6 @@ backend_tests!(
     a_hanging_host_does_not_slow_a_healthy_one,
     old_history_and_deliveries_are_pruned,
 );
-
-async fn start(db: &TestDb, extra: &[(&str, &str)]) -> TestServer {
-    let vars: Vec<(&str, &str)> = DELIVERY_VARS.iter().chain(extra).copied().collect();
-    let server = TestServer::start_with(db, &vars).await;
-    server.set_member("demo", "alice", "admin").await;
-    server
-}
 
 async fn callbacks(server: &TestServer) -> Vec<Value> {
     let (_, body) = server.list("demo", "alice", "").await;
@@ -135,9 +128,26 @@ async fn retry_after_is_honoured(backend: Backend) {
     }
 }
 
+/// `failureTime` as bk-ci writes it: a local date-time in `zone`, to the second, about now.
+#[track_caller]
+fn assert_failure_time_is_about_now(callback: &Value, zone: chrono_tz::Tz) {
+    let text = callback["failureTime"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no failureTime text in {callback}"));
+    let at = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+        .unwrap_or_else(|e| panic!("failureTime {text:?}: {e}"));
+    assert_eq!(text.len(), "2026-08-21T10:00:00".len(), "{text}");
+    let now = chrono::Utc::now().with_timezone(&zone).naive_local();
+    assert!(
+        (now - at).num_seconds().abs() < 60,
+        "failureTime {text} is not now ({now}) in {zone}"
+    );
+}
+
 async fn gone_disables_the_callback_at_once(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = start(&db, &[]).await;
+    // UTC+14: a failureTime written in UTC or in the default zone would be hours off.
+    let server = start(&db, &[("TIME_ZONE", "Pacific/Kiritimati")]).await;
     let receiver = Receiver::start().await;
     receiver.answer_by_default(Answer::Status(410));
     server
@@ -156,7 +166,7 @@ async fn gone_disables_the_callback_at_once(backend: Backend) {
         callback["disabledReason"].as_str().unwrap().contains("410"),
         "{callback}"
     );
-    assert!(callback["failureTime"].as_i64().is_some(), "{callback}");
+    assert_failure_time_is_about_now(callback, chrono_tz::Pacific::Kiritimati);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.count(), 1, "a 410 is not retried");
     let (_, answer) = server
@@ -208,9 +218,7 @@ async fn failing_too_long_disables_and_a_success_clears_the_clock(backend: Backe
             .unwrap()
     };
     wait_until("the failing callback's clock to start", async || {
-        find(callbacks(&server).await, &dead)["failureTime"]
-            .as_i64()
-            .is_some()
+        find(callbacks(&server).await, &dead)["failureTime"].is_string()
     })
     .await;
     wait_until("the failing callback to be disabled", async || {
@@ -218,6 +226,7 @@ async fn failing_too_long_disables_and_a_success_clears_the_clock(backend: Backe
     })
     .await;
     let disabled = find(callbacks(&server).await, &dead);
+    assert_failure_time_is_about_now(&disabled, chrono_tz::Asia::Shanghai);
     let reason = disabled["disabledReason"].as_str().unwrap();
     assert!(reason.contains("without a success for 1s"), "{reason}");
 

@@ -1,4 +1,5 @@
-//! The `callbacks` table: registrations.
+//! The `callbacks` table: project-level (and global) registrations, the rows without a
+//! `pipeline_id`. Pipeline-level rows are `pipelines.rs`'s and are never touched here.
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -43,7 +44,7 @@ where
              SELECT value->>'p', value->>'u', value->>'e', value->>'r', value->>'t', TRUE, \
                  value->>'w', value->>'w', $2, $2 \
              FROM {} WHERE TRUE \
-             ON CONFLICT (project_id, url, event) DO UPDATE SET \
+             ON CONFLICT (project_id, url, event) WHERE pipeline_id IS NULL DO UPDATE SET \
                  region = excluded.region, secret_token = excluded.secret_token, \
                  enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
                  updater = excluded.updater, updated_at = excluded.updated_at",
@@ -61,12 +62,15 @@ where
         project: &ProjectId,
         page: PageRequest,
     ) -> StoreResult<(u64, Vec<Callback>)> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM callbacks WHERE project_id = $1")
-            .bind(project.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM callbacks WHERE project_id = $1 AND pipeline_id IS NULL",
+        )
+        .bind(project.as_str())
+        .fetch_one(&self.pool)
+        .await?;
         let rows: Vec<CallbackRow> = sqlx::query_as(&format!(
-            "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE project_id = $1 \
+            "SELECT {CALLBACK_COLUMNS} FROM callbacks \
+             WHERE project_id = $1 AND pipeline_id IS NULL \
              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
         ))
         .bind(project.as_str())
@@ -82,11 +86,13 @@ where
     }
 
     async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM callbacks WHERE project_id = $1 AND id = $2")
-            .bind(project.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM callbacks WHERE project_id = $1 AND id = $2 AND pipeline_id IS NULL",
+        )
+        .bind(project.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -103,7 +109,7 @@ where
             "UPDATE callbacks SET enabled = $3, updater = $4, updated_at = $5, \
                  disabled_reason = $6, \
                  failure_time = CASE WHEN $3 THEN NULL ELSE failure_time END \
-             WHERE project_id = $1 AND id = $2",
+             WHERE project_id = $1 AND id = $2 AND pipeline_id IS NULL",
         )
         .bind(project.as_str())
         .bind(id)

@@ -4,13 +4,16 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{Backend, SqlStore};
-use crate::domain::{ImportOutcome, ImportedCallback};
+use crate::domain::{ImportOutcome, ImportedCallback, ImportedPipelineCallback};
+use crate::secrets::Secret;
 use crate::store::{ImportStore, StoreResult};
 
 /// What an imported registration is compared with.
 #[derive(sqlx::FromRow)]
 struct StoredState {
     project_id: String,
+    /// A pipeline-level row never matches a project-level import.
+    is_pipeline: bool,
     url: String,
     event: String,
     region: String,
@@ -21,34 +24,47 @@ struct StoredState {
     disabled_reason: Option<String>,
 }
 
+/// What an imported pipeline-level registration is compared with.
+#[derive(sqlx::FromRow)]
+struct StoredPipelineState {
+    url: String,
+    event: String,
+    region: String,
+    secret_token: Option<String>,
+    enabled: bool,
+}
+
 impl<B: Backend> SqlStore<B> {
-    /// Whether `stored` already says all that `imported` says (tokens compared opened, since
-    /// each sealing differs).
+    /// Whether `stored` already says all that `imported` says.
     fn holds(&self, stored: &StoredState, imported: &ImportedCallback) -> bool {
         let new = &imported.callback;
-        let token = stored.secret_token.as_deref().map(|token| {
-            self.sealer
-                .open_token(token, &stored.project_id, &stored.url)
-                .ok()
-        });
         stored.region == new.region.as_str()
             && stored.enabled == imported.enabled
             && stored.updater == imported.updater.as_str()
             && stored.failure_time == imported.failure_time
             && stored.disabled_reason == imported.disabled_reason
-            && token
-                == new
-                    .secret_token
-                    .as_ref()
-                    .map(|t| Some(t.expose().to_owned()))
+            && self.same_token(
+                stored.secret_token.as_deref(),
+                new.secret_token.as_ref(),
+                &stored.project_id,
+                &stored.url,
+            )
     }
 
-    fn sealed_token(&self, imported: &ImportedCallback) -> Option<String> {
-        let new = &imported.callback;
-        new.secret_token.as_ref().map(|token| {
-            self.sealer
-                .seal_token(token.expose(), new.project_id.as_str(), &new.url)
-        })
+    /// Whether a stored token opens to `token` (compared opened: each sealing differs).
+    fn same_token(
+        &self,
+        stored: Option<&str>,
+        token: Option<&Secret>,
+        project: &str,
+        url: &str,
+    ) -> bool {
+        let opened = stored.map(|stored| self.sealer.open_token(stored, project, url).ok());
+        opened == token.map(|token| Some(token.expose().to_owned()))
+    }
+
+    fn sealed(&self, token: Option<&Secret>, project: &str, url: &str) -> Option<String> {
+        token.map(|token| self.sealer.seal_token(token.expose(), project, url))
     }
 }
 
@@ -75,8 +91,8 @@ where
         let new = &imported.callback;
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
         let by_id: Option<StoredState> = sqlx::query_as(
-            "SELECT project_id, url, event, region, secret_token, enabled, updater, \
-                 failure_time, disabled_reason \
+            "SELECT project_id, pipeline_id IS NOT NULL AS is_pipeline, url, event, region, \
+                 secret_token, enabled, updater, failure_time, disabled_reason \
              FROM callbacks WHERE id = $1",
         )
         .bind(imported.id)
@@ -89,11 +105,12 @@ where
         );
         let outcome = match by_id {
             Some(stored)
-                if (
-                    stored.project_id.as_str(),
-                    stored.url.as_str(),
-                    stored.event.as_str(),
-                ) != key =>
+                if stored.is_pipeline
+                    || (
+                        stored.project_id.as_str(),
+                        stored.url.as_str(),
+                        stored.event.as_str(),
+                    ) != key =>
             {
                 ImportOutcome::Conflict(format!(
                     "id {} already holds another registration here ({} {} {})",
@@ -109,7 +126,7 @@ where
                 )
                 .bind(imported.id)
                 .bind(new.region.as_str())
-                .bind(self.sealed_token(imported))
+                .bind(self.sealed(new.secret_token.as_ref(), key.0, key.1))
                 .bind(imported.enabled)
                 .bind(imported.updater.as_str())
                 .bind(imported.updated_at)
@@ -121,7 +138,8 @@ where
             }
             None => {
                 let holder: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM callbacks WHERE project_id = $1 AND url = $2 AND event = $3",
+                    "SELECT id FROM callbacks \
+                     WHERE project_id = $1 AND url = $2 AND event = $3 AND pipeline_id IS NULL",
                 )
                 .bind(key.0)
                 .bind(key.1)
@@ -144,7 +162,7 @@ where
                         .bind(key.1)
                         .bind(key.2)
                         .bind(new.region.as_str())
-                        .bind(self.sealed_token(imported))
+                        .bind(self.sealed(new.secret_token.as_ref(), key.0, key.1))
                         .bind(imported.enabled)
                         .bind(new.user.as_str())
                         .bind(imported.updater.as_str())
@@ -159,11 +177,85 @@ where
                 }
             }
         };
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
+        finish(tx, dry_run).await?;
+        Ok(outcome)
+    }
+
+    async fn import_pipeline_callback(
+        &self,
+        imported: &ImportedPipelineCallback,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        let (project, pipeline) = (imported.project_id.as_str(), imported.pipeline_id.as_str());
+        let new = &imported.callback;
+        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let stored: Option<StoredPipelineState> = sqlx::query_as(
+            "SELECT url, event, region, secret_token, enabled FROM callbacks \
+             WHERE project_id = $1 AND pipeline_id = $2 AND name = $3",
+        )
+        .bind(project)
+        .bind(pipeline)
+        .bind(new.name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let token = self.sealed(new.secret_token.as_ref(), project, &new.url);
+        let outcome = match stored {
+            Some(stored)
+                if stored.enabled
+                    && stored.url == new.url
+                    && stored.event == new.event.as_str()
+                    && stored.region == new.region.as_str()
+                    && self.same_token(
+                        stored.secret_token.as_deref(),
+                        new.secret_token.as_ref(),
+                        project,
+                        &stored.url,
+                    ) =>
+            {
+                ImportOutcome::Unchanged
+            }
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE callbacks SET url = $4, event = $5, region = $6, secret_token = $7, \
+                         enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
+                         updater = $8, updated_at = $9 \
+                     WHERE project_id = $1 AND pipeline_id = $2 AND name = $3",
+                )
+                .bind(project)
+                .bind(pipeline)
+                .bind(new.name.as_str())
+                .bind(new.url.as_str())
+                .bind(new.event.as_str())
+                .bind(new.region.as_str())
+                .bind(token)
+                .bind(imported.user.as_str())
+                .bind(imported.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                ImportOutcome::Updated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO callbacks (project_id, pipeline_id, name, url, event, region, \
+                         secret_token, enabled, creator, updater, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9, $10)",
+                )
+                .bind(project)
+                .bind(pipeline)
+                .bind(new.name.as_str())
+                .bind(new.url.as_str())
+                .bind(new.event.as_str())
+                .bind(new.region.as_str())
+                .bind(token)
+                .bind(imported.user.as_str())
+                .bind(imported.created_at)
+                .bind(imported.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                ImportOutcome::Imported
+            }
+        };
+        finish(tx, dry_run).await?;
         Ok(outcome)
     }
 
@@ -173,4 +265,14 @@ where
         }
         Ok(())
     }
+}
+
+/// Commits, or rolls back a dry run.
+async fn finish<DB: Database>(tx: sqlx::Transaction<'_, DB>, dry_run: bool) -> StoreResult<()> {
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(())
 }

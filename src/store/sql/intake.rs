@@ -7,10 +7,15 @@ use super::json_rows;
 use crate::domain::{ALL_PROJECTS, NewEvent, Published};
 use crate::store::{StoreError, StoreResult};
 
-/// An enabled callback an event may go to: (id, project, event, url).
-pub(super) type CallbackTarget = (i64, String, String, String);
+/// An enabled callback an event may go to: (id, project, pipeline, event, url); `pipeline` is
+/// `None` for project-level and global callbacks.
+pub(super) type CallbackTarget = (i64, String, Option<String>, String, String);
 
-/// Where each event of a batch goes, worked out from the enabled callbacks of its projects.
+/// Callbacks grouped by where they listen: (project, pipeline, event).
+type Scope<'a> = (&'a str, Option<&'a str>, &'a str);
+
+/// Where each event of a batch goes, worked out from the enabled callbacks of its projects and
+/// of its build events' pipelines.
 pub(super) struct Routing<'a> {
     events: &'a [NewEvent],
     /// Each event's (callback id, host) targets, in input order.
@@ -19,49 +24,65 @@ pub(super) struct Routing<'a> {
     position: HashMap<(&'a str, &'a str), usize>,
 }
 
-/// The projects whose callbacks the events may reach (the global scope too for PROJECT_*
-/// events), as rows for `Backend::JSON_ROWS`.
-pub(super) fn project_rows(events: &[NewEvent]) -> String {
-    let mut projects: Vec<&str> = events.iter().map(|e| e.project_id.as_str()).collect();
+/// Whose callbacks the events may reach, as rows for `Backend::JSON_ROWS`: `{"p"}` for each
+/// project (the global scope too for PROJECT_* events), and `{"p","l"}` for each (project,
+/// pipeline) of a build event.
+pub(super) fn scope_rows(events: &[NewEvent]) -> String {
+    let mut scopes: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .flat_map(|e| {
+            let project = e.project_id.as_str();
+            let pipeline = e.pipeline_id.as_ref().map(|p| (project, Some(p.as_str())));
+            std::iter::once((project, None)).chain(pipeline)
+        })
+        .collect();
     if events.iter().any(|e| e.event.is_project_event()) {
-        projects.push(ALL_PROJECTS);
+        scopes.push((ALL_PROJECTS, None));
     }
-    projects.sort_unstable();
-    projects.dedup();
-    json_rows(projects.iter().map(|p| serde_json::json!({ "p": p })))
+    scopes.sort_unstable();
+    scopes.dedup();
+    json_rows(scopes.iter().map(|(project, pipeline)| match pipeline {
+        None => serde_json::json!({ "p": project }),
+        Some(pipeline) => serde_json::json!({ "p": project, "l": pipeline }),
+    }))
 }
 
 impl<'a> Routing<'a> {
     pub(super) fn new(events: &'a [NewEvent], callbacks: &[CallbackTarget]) -> Self {
-        let mut by_target: HashMap<(&str, &str), Vec<(i64, String)>> = HashMap::new();
-        for (id, project, event, url) in callbacks {
+        let mut by_target: HashMap<Scope<'_>, Vec<(i64, String)>> = HashMap::new();
+        for (id, project, pipeline, event, url) in callbacks {
             let host = url::Url::parse(url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
             by_target
-                .entry((project.as_str(), event.as_str()))
+                .entry((project.as_str(), pipeline.as_deref(), event.as_str()))
                 .or_default()
                 .push((*id, host));
         }
+        // The project's callbacks first, then the global ones (PROJECT_* events) or the
+        // pipeline's (build events), as bk-ci orders them; a URL registered at two levels is
+        // sent to twice, as in bk-ci.
         let targets = events
             .iter()
             .map(|event| {
-                let name = event.event.as_str();
-                let mut ids = by_target
-                    .get(&(event.project_id.as_str(), name))
+                let project = event.project_id.as_str();
+                let also = if event.event.is_project_event() && project != ALL_PROJECTS {
+                    Some((ALL_PROJECTS, None))
+                } else {
+                    event
+                        .pipeline_id
+                        .as_ref()
+                        .map(|pipeline| (project, Some(pipeline.as_str())))
+                };
+                std::iter::once((project, None))
+                    .chain(also)
+                    .filter_map(|(project, pipeline)| {
+                        by_target.get(&(project, pipeline, event.event.as_str()))
+                    })
+                    .flatten()
                     .cloned()
-                    .unwrap_or_default();
-                if event.event.is_project_event() && event.project_id.as_str() != ALL_PROJECTS {
-                    ids.extend(
-                        by_target
-                            .get(&(ALL_PROJECTS, name))
-                            .into_iter()
-                            .flatten()
-                            .cloned(),
-                    );
-                }
-                ids
+                    .collect()
             })
             .collect();
         let mut position = HashMap::new();

@@ -14,6 +14,7 @@ mod intake;
 mod maintenance;
 mod members;
 mod outcomes;
+mod pipelines;
 mod queue;
 mod rows;
 

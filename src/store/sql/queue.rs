@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use tokio::sync::Notify;
 
-use super::intake::{CallbackTarget, Routing, project_rows};
+use super::intake::{CallbackTarget, Routing, scope_rows};
 use super::outcomes::{EffectStatements, attempt_rows, effect_rows, state_rows};
 use super::rows::{ClaimRow, TargetRow};
 use super::{Backend, RowsAffected, SqlStore, json_rows};
@@ -31,12 +31,19 @@ where
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
         let now = now_millis();
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        // Project-level and global callbacks of the scopes' projects, then the pipeline-level
+        // callbacks of the scopes' pipelines (each through its own partial unique index).
         let callbacks: Vec<CallbackTarget> = sqlx::query_as(&format!(
-            "SELECT id, project_id, event, url FROM callbacks \
-             WHERE enabled AND project_id IN (SELECT value->>'p' FROM {})",
-            B::JSON_ROWS
+            "SELECT id, project_id, pipeline_id, event, url FROM callbacks \
+             WHERE enabled AND pipeline_id IS NULL \
+               AND project_id IN (SELECT value->>'p' FROM {rows}) \
+             UNION ALL \
+             SELECT c.id, c.project_id, c.pipeline_id, c.event, c.url FROM callbacks c \
+             JOIN {rows} AS j ON c.project_id = j.value->>'p' AND c.pipeline_id = j.value->>'l' \
+             WHERE c.enabled",
+            rows = B::JSON_ROWS
         ))
-        .bind(project_rows(events))
+        .bind(scope_rows(events))
         .fetch_all(&mut *tx)
         .await?;
         let routing = Routing::new(events, &callbacks);

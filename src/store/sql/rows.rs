@@ -1,6 +1,8 @@
 //! Row shapes and their conversion into domain types.
 
-use crate::domain::{Attempt, Callback, DeliveryTarget, HistoryEntry, Member, ProjectId};
+use crate::domain::{
+    Attempt, Callback, DeliveryTarget, HistoryEntry, Member, PipelineCallback, ProjectId,
+};
 use crate::secrets::{Sealer, Secret};
 use crate::store::{ClaimedDelivery, StoreError, StoreResult};
 
@@ -23,6 +25,21 @@ pub struct CallbackRow {
     created_at: i64,
     updated_at: i64,
     failure_time: Option<i64>,
+    disabled_reason: Option<String>,
+}
+
+/// Columns of `callbacks` as the pipeline-level list returns them.
+pub const PIPELINE_CALLBACK_COLUMNS: &str = "name, url, event, region, \
+     secret_token IS NOT NULL AS has_secret_token, enabled, disabled_reason";
+
+#[derive(sqlx::FromRow)]
+pub struct PipelineCallbackRow {
+    name: String,
+    url: String,
+    event: String,
+    region: String,
+    has_secret_token: bool,
+    enabled: bool,
     disabled_reason: Option<String>,
 }
 
@@ -76,6 +93,22 @@ impl TryFrom<CallbackRow> for Callback {
             created_at: row.created_at,
             updated_at: row.updated_at,
             failure_time: row.failure_time,
+            disabled_reason: row.disabled_reason,
+        })
+    }
+}
+
+impl TryFrom<PipelineCallbackRow> for PipelineCallback {
+    type Error = StoreError;
+
+    fn try_from(row: PipelineCallbackRow) -> Result<Self, Self::Error> {
+        Ok(Self {
+            name: decode("name", &row.name)?,
+            url: row.url,
+            event: decode("event", &row.event)?,
+            region: decode("region", &row.region)?,
+            has_secret_token: row.has_secret_token,
+            enabled: row.enabled,
             disabled_reason: row.disabled_reason,
         })
     }
