@@ -1,6 +1,8 @@
 //! Registrations and project members.
 
-use super::{CallbackEvent, CallbackId, EpochMillis, MemberRole, ProjectId, Region, UserId};
+use super::{
+    CallbackEvent, CallbackId, CustomHeaders, EpochMillis, MemberRole, ProjectId, Region, UserId,
+};
 use crate::secrets::Secret;
 
 /// A registered callback, as stored.
@@ -29,7 +31,16 @@ pub struct NewCallback {
     pub event: CallbackEvent,
     pub region: Region,
     pub secret_token: Option<Secret>,
+    /// Replaces the stored custom headers (none: removes them).
+    pub headers: CustomHeaders,
     pub user: UserId,
+}
+
+/// An enabled global callback as bk-ci's op list shows it, with its custom headers opened.
+#[derive(Debug, Clone)]
+pub struct GlobalCallback {
+    pub callback: Callback,
+    pub headers: CustomHeaders,
 }
 
 /// A member of a project under the local authority.

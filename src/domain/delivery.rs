@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptStatus, CallbackEvent, CallbackId, DeliveryStatus, EpochMillis, EventId, ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, CustomHeaders, DeliveryStatus, EpochMillis, EventId,
+    ProjectId,
 };
 use crate::secrets::Secret;
 
@@ -28,6 +29,8 @@ pub struct DeliveryTarget {
     pub project_id: ProjectId,
     pub url: String,
     pub secret_token: Option<Secret>,
+    /// Sent with every attempt (global callbacks created through bk-ci's op route).
+    pub headers: CustomHeaders,
 }
 
 /// One request header as history keeps it (secrets masked).

@@ -3,15 +3,17 @@
 
 mod callback;
 mod delivery;
+mod headers;
 mod ids;
 mod names;
 mod url;
 
-pub use callback::{Callback, Member, NewCallback};
+pub use callback::{Callback, GlobalCallback, Member, NewCallback};
 pub use delivery::{
     Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,
 };
+pub use headers::{CustomHeaders, InvalidHeader, RESERVED_HEADERS, StoredHeadersError};
 pub use ids::{ALL_PROJECTS, EventId, InvalidId, ProjectId, UserId};
 pub use names::{
     ApigwType, AttemptStatus, CallbackEvent, DeliveryStatus, MemberRole, Region, UnknownValue,
