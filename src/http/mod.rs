@@ -1,5 +1,6 @@
 //! The HTTP surface: one `app(state)` router shared by the server and the tests.
 
+mod bkci_op;
 mod callbacks;
 mod envelope;
 mod error;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .merge(callbacks::router())
         .merge(events::router())
         .merge(global::router())
+        .merge(bkci_op::router())
         .merge(history::router())
         .merge(members::router())
         .merge(metrics::router())
