@@ -448,16 +448,18 @@ async fn enable_and_disable_in_bulk(backend: Backend) {
             == 1
     };
 
+    let by_id = async |scope: &str, action: &str, ids: String| {
+        put(
+            &server,
+            &format!("/op/pipeline/callback/{scope}/{action}/byId?callbackIds={ids}"),
+        )
+        .await
+    };
+
     // By id: only the listed ids of that scope.
     failing().await;
     assert_eq!(
-        put(
-            &server,
-            &format!(
-                "/op/pipeline/callback/DEVOPS_ALL_PROJECT/enableCallback/byId?callbackIds={g1},{p2}"
-            )
-        )
-        .await,
+        by_id("DEVOPS_ALL_PROJECT", "enableCallback", format!("{g1},{p2}")).await,
         ok_true()
     );
     assert!(healthy(g1).await);
@@ -466,13 +468,7 @@ async fn enable_and_disable_in_bulk(backend: Backend) {
         "another scope's id"
     );
     assert_eq!(
-        put(
-            &server,
-            &format!(
-                "/op/pipeline/callback/demo/enableCallback/byId?callbackIds=%20{p2}%20,999999"
-            )
-        )
-        .await,
+        by_id("demo", "enableCallback", format!("%20{p2}%20,999999")).await,
         ok_true()
     );
     assert!(healthy(p2).await);
@@ -510,21 +506,11 @@ async fn enable_and_disable_in_bulk(backend: Backend) {
 
     // Disable by id stops deliveries.
     assert_eq!(
-        put(
-            &server,
-            &format!(
-                "/op/pipeline/callback/DEVOPS_ALL_PROJECT/enableCallback/byId?callbackIds={g1},{g2}"
-            )
-        )
-        .await,
+        by_id("DEVOPS_ALL_PROJECT", "enableCallback", format!("{g1},{g2}")).await,
         ok_true()
     );
     assert_eq!(
-        put(
-            &server,
-            &format!("/op/pipeline/callback/DEVOPS_ALL_PROJECT/disable/byId?callbackIds={g1}")
-        )
-        .await,
+        by_id("DEVOPS_ALL_PROJECT", "disable", g1.to_string()).await,
         ok_true()
     );
     assert_eq!(
@@ -547,11 +533,7 @@ async fn enable_and_disable_in_bulk(backend: Backend) {
     // Bad id lists and scopes are 400s that change nothing.
     for ids in ["", "%20", "1,,2", "x", "0", "-1", "1.5"] {
         assert_error(
-            &put(
-                &server,
-                &format!("/op/pipeline/callback/demo/disable/byId?callbackIds={ids}"),
-            )
-            .await,
+            &by_id("demo", "disable", ids.to_owned()).await,
             400,
             400,
             &["callbackIds"],
