@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::delivery::sender::MASK;
 use crate::domain::{
-    CallbackEvent, CallbackId, CustomHeaders, EpochMillis, GlobalCallback, NewCallback, ProjectId,
-    Region,
+    CallbackEvent, CallbackId, CallbackUrl, CustomHeaders, EpochMillis, GlobalCallback,
+    NewCallback, ProjectId, Region,
 };
 use crate::error::{AppError, Result};
 use crate::http::callbacks::BatchResult;
@@ -43,6 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct CreateParams {
+    #[param(inline)]
     event: ProjectEvent,
     /// An http(s) URL whose host resolves to public addresses only (see the SSRF rule).
     #[param(max_length = 1024)]
@@ -283,6 +284,7 @@ impl ToSchema for IdList {}
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 struct IdsParams {
+    #[param(inline)]
     callback_ids: IdList,
 }
 
@@ -378,10 +380,11 @@ async fn enable_by_url(
     _: ServiceCaller,
     Query(params): Query<ByUrlParams>,
 ) -> Result<Envelope<bool>> {
-    if params.url.is_empty() {
-        return Err(AppError::BadRequest(
-            "query parameter url must not be empty".to_owned(),
-        ));
+    if params.url.is_empty() || params.url.len() > CallbackUrl::MAX_LEN {
+        return Err(AppError::BadRequest(format!(
+            "query parameter url must be 1 to {} bytes",
+            CallbackUrl::MAX_LEN
+        )));
     }
     let project = params
         .project_id
