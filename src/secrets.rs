@@ -137,12 +137,29 @@ impl Sealer {
 
     /// The form a callback's token is stored in.
     pub fn seal_token(&self, token: &str, project: &str, url: &str) -> String {
-        self.seal(token, &token_context(project, url))
+        self.seal(token, &row_context(Column::Token, project, url))
     }
 
     /// The token of a stored value (sealed or, from before encryption was turned on, plaintext).
     pub fn open_token(&self, stored: &str, project: &str, url: &str) -> Result<String, Unsealable> {
-        self.open(stored, &token_context(project, url))
+        self.open(stored, &row_context(Column::Token, project, url))
+    }
+
+    /// The form a callback's custom headers (their JSON) are stored in: sealed like its token,
+    /// bound to the same row, under a context of their own (a sealed token moved into the
+    /// headers column does not open, nor the reverse).
+    pub fn seal_headers(&self, json: &str, project: &str, url: &str) -> String {
+        self.seal(json, &row_context(Column::Headers, project, url))
+    }
+
+    /// The headers JSON of a stored value (see `seal_headers`).
+    pub fn open_headers(
+        &self,
+        stored: &str,
+        project: &str,
+        url: &str,
+    ) -> Result<String, Unsealable> {
+        self.open(stored, &row_context(Column::Headers, project, url))
     }
 
     /// The value stored to recognise this key later; `None` without a key.
@@ -200,9 +217,20 @@ impl Sealer {
     }
 }
 
-/// Project ids cannot contain a newline, so the pair is unambiguous.
-fn token_context(project: &str, url: &str) -> String {
-    format!("token\n{project}\n{url}")
+/// The secret columns of a callback row.
+#[derive(Clone, Copy)]
+enum Column {
+    Token,
+    Headers,
+}
+
+/// Project ids cannot contain a newline, so the triple is unambiguous.
+fn row_context(column: Column, project: &str, url: &str) -> String {
+    let column = match column {
+        Column::Token => "token",
+        Column::Headers => "headers",
+    };
+    format!("{column}\n{project}\n{url}")
 }
 
 #[cfg(test)]
@@ -247,6 +275,21 @@ mod tests {
         assert_eq!(
             Sealer::new(None).open_token(&sealed, "demo", "https://x.example/"),
             Err(Unsealable::NoKey)
+        );
+        assert_eq!(
+            sealer.open_headers(&sealed, "demo", "https://x.example/"),
+            Err(Unsealable::WrongKeyOrAltered),
+            "a token does not open as headers"
+        );
+        let headers = sealer.seal_headers("[]", "demo", "https://x.example/");
+        assert_eq!(
+            sealer.open_headers(&headers, "demo", "https://x.example/"),
+            Ok("[]".to_owned())
+        );
+        assert!(
+            sealer
+                .open_token(&headers, "demo", "https://x.example/")
+                .is_err()
         );
         let garbage = format!("{SEALED_PREFIX}AAAA");
         assert!(sealer.open_token(&garbage, "demo", "u").is_err());

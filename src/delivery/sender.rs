@@ -15,21 +15,24 @@ use sha2::Sha256;
 
 use crate::config::{Config, ConfigError, SuccessRule};
 use crate::delivery::ssrf::{Blocked, SsrfGuard};
-use crate::domain::HeaderPair;
+use crate::domain::{CustomHeaders, HeaderPair};
 
 pub const USER_AGENT: &str = concat!("devops-callbacks/", env!("CARGO_PKG_VERSION"));
 pub const TOKEN_HEADER: &str = "X-DEVOPS-WEBHOOK-TOKEN";
 const SIGNATURE_HEADER: &str = "webhook-signature";
-const MASK: &str = "******";
+/// What history (and the op list) shows in place of a secret value.
+pub const MASK: &str = "******";
 
 /// How much of a receiver's answer history keeps.
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024;
 
-/// The headers of one attempt. `unique_id` is stable across retries of a delivery; the trace id
-/// and the signature timestamp are new for every attempt.
+/// The headers of one attempt: ours, then the callback's custom ones (which cannot take any of
+/// our names: `CustomHeaders` refuses them). `unique_id` is stable across retries of a
+/// delivery; the trace id and the signature timestamp are new for every attempt.
 pub fn delivery_headers(
     unique_id: &str,
     token: Option<&str>,
+    custom: &CustomHeaders,
     body: &str,
     unix_seconds: i64,
 ) -> Vec<HeaderPair> {
@@ -55,12 +58,14 @@ pub fn delivery_headers(
             sign(token, unique_id, unix_seconds, body),
         ));
     }
+    headers.extend(custom.pairs().iter().cloned());
     headers
 }
 
-/// The headers as history stores and shows them: the token and the signature replaced by
-/// asterisks. A signature next to its id, timestamp and body would let anyone who reads history
-/// test guesses of a weak token offline.
+/// The headers as history stores and shows them: the token, the signature and every custom
+/// header's value replaced by asterisks. A signature next to its id, timestamp and body would
+/// let anyone who reads history test guesses of a weak token offline; custom headers carry
+/// credentials (`Authorization`) as often as not.
 pub fn masked(headers: &[HeaderPair]) -> Vec<HeaderPair> {
     headers
         .iter()
@@ -78,6 +83,7 @@ pub fn masked(headers: &[HeaderPair]) -> Vec<HeaderPair> {
 fn is_secret_header(header: &HeaderPair) -> bool {
     (header.name == TOKEN_HEADER && header.value != "NONE")
         || header.name.eq_ignore_ascii_case(SIGNATURE_HEADER)
+        || !CustomHeaders::is_reserved(&header.name)
 }
 
 /// Standard Webhooks: `v1,` + base64(HMAC-SHA256(key, "id.timestamp.body")). The key is the
@@ -332,15 +338,45 @@ mod tests {
 
     #[test]
     fn headers_carry_token_or_none_and_sign_only_with_a_token() {
-        let with = delivery_headers("42", Some("plain"), "{}", 1);
+        let none = CustomHeaders::default();
+        let with = delivery_headers("42", Some("plain"), &none, "{}", 1);
         let names: Vec<&str> = with.iter().map(|h| h.name.as_str()).collect();
         assert!(names.contains(&"webhook-signature"));
         assert_eq!(with[1].value, "plain");
         assert_eq!(masked(&with)[1].value, MASK);
 
-        let without = delivery_headers("42", None, "{}", 1);
+        let without = delivery_headers("42", None, &none, "{}", 1);
         assert_eq!(without[1].value, "NONE");
         assert_eq!(masked(&without)[1].value, "NONE");
         assert!(!without.iter().any(|h| h.name.starts_with("webhook-")));
+    }
+
+    #[test]
+    fn custom_headers_come_last_and_are_masked_and_ours_are_all_reserved() {
+        let custom = CustomHeaders::new([
+            ("Authorization".to_owned(), "Bearer abc".to_owned()),
+            ("X-Tenant".to_owned(), "t1".to_owned()),
+        ])
+        .unwrap();
+        let headers = delivery_headers("42", Some("plain"), &custom, "{}", 1);
+        for ours in &headers[..headers.len() - 2] {
+            assert!(
+                CustomHeaders::is_reserved(&ours.name),
+                "{} is sent by every delivery, so no custom header may take it",
+                ours.name
+            );
+        }
+        let tail: Vec<(&str, &str)> = headers[headers.len() - 2..]
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(tail, [("Authorization", "Bearer abc"), ("X-Tenant", "t1")]);
+        let shown = masked(&headers);
+        assert!(shown[headers.len() - 2..].iter().all(|h| h.value == MASK));
+        assert!(!format!("{shown:?}").contains("Bearer abc"));
+        assert_eq!(
+            shown.iter().find(|h| h.name == "User-Agent").unwrap().value,
+            USER_AGENT
+        );
     }
 }

@@ -431,6 +431,7 @@ pub async fn send_attempt(
     let headers = sender::delivery_headers(
         &delivery_id.to_string(),
         target.secret_token.as_ref().map(Secret::expose),
+        &target.headers,
         &body,
         start / 1000,
     );

@@ -1,8 +1,8 @@
 //! Registrations and project members.
 
 use super::{
-    CallbackEvent, CallbackId, CallbackName, EpochMillis, MemberRole, PipelineId, ProjectId,
-    Region, UserId,
+    CallbackEvent, CallbackId, CallbackName, CustomHeaders, EpochMillis, MemberRole, PipelineId,
+    ProjectId, Region, UserId,
 };
 use crate::secrets::Secret;
 
@@ -32,6 +32,8 @@ pub struct NewCallback {
     pub event: CallbackEvent,
     pub region: Region,
     pub secret_token: Option<Secret>,
+    /// Replaces the stored custom headers (none: removes them).
+    pub headers: CustomHeaders,
     pub user: UserId,
 }
 
@@ -57,6 +59,13 @@ pub struct NewPipelineCallback {
     pub event: CallbackEvent,
     pub region: Region,
     pub secret_token: Option<Secret>,
+}
+
+/// An enabled global callback as bk-ci's op list shows it, with its custom headers opened.
+#[derive(Debug, Clone)]
+pub struct GlobalCallback {
+    pub callback: Callback,
+    pub headers: CustomHeaders,
 }
 
 /// A member of a project under the local authority.

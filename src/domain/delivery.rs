@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptStatus, CallbackEvent, CallbackId, DeliveryStatus, EpochMillis, EventId, PipelineId,
-    ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, CustomHeaders, DeliveryStatus, EpochMillis, EventId,
+    PipelineId, ProjectId,
 };
 use crate::secrets::Secret;
 
@@ -32,6 +32,8 @@ pub struct DeliveryTarget {
     pub project_id: ProjectId,
     pub url: String,
     pub secret_token: Option<Secret>,
+    /// Sent with every attempt (global callbacks created through bk-ci's op route).
+    pub headers: CustomHeaders,
 }
 
 /// One request header as history keeps it (secrets masked).

@@ -3,18 +3,20 @@
 
 mod callback;
 mod delivery;
+mod headers;
 mod ids;
 mod names;
 mod url;
 
 pub use callback::{
-    Callback, ImportOutcome, ImportedCallback, ImportedPipelineCallback, Member, NewCallback,
-    NewPipelineCallback, PipelineCallback,
+    Callback, GlobalCallback, ImportOutcome, ImportedCallback, ImportedPipelineCallback, Member,
+    NewCallback, NewPipelineCallback, PipelineCallback,
 };
 pub use delivery::{
     Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,
 };
+pub use headers::{CustomHeaders, InvalidHeader, RESERVED_HEADERS, StoredHeadersError};
 pub use ids::{ALL_PROJECTS, CallbackName, EventId, InvalidId, PipelineId, ProjectId, UserId};
 pub use names::{
     ApigwType, AttemptStatus, CallbackEvent, DeliveryStatus, MemberRole, Region, UnknownValue,

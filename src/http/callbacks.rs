@@ -9,7 +9,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, EpochMillis, NewCallback, ProjectId, Region, UserId,
+    Callback, CallbackEvent, CallbackId, CustomHeaders, EpochMillis, NewCallback, ProjectId,
+    Region, UserId,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorResponse};
@@ -87,6 +88,7 @@ async fn registrations<E: ToSchema>(
             event,
             region: params.region,
             secret_token: params.secret_token.clone(),
+            headers: CustomHeaders::default(),
             user: user.clone(),
         })
         .collect())
@@ -95,7 +97,7 @@ async fn registrations<E: ToSchema>(
 /// bk-ci's `CreateCallBackResult`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BatchResult {
+pub(super) struct BatchResult {
     success_events: Vec<CallbackEvent>,
     /// Event name → reason. The events are written in one statement, all or none, so a
     /// failure is an error answer instead and this stays empty.
@@ -123,10 +125,17 @@ async fn create_batch(
     let events = params.event.0.clone();
     let rows = registrations(&state, &project, &user, params, &events).await?;
     state.store.upsert_callbacks(&rows).await?;
-    Ok(Envelope::ok(BatchResult {
-        success_events: events,
-        failure_events: Default::default(),
-    }))
+    Ok(Envelope::ok(BatchResult::succeeded(events)))
+}
+
+impl BatchResult {
+    /// Every event registered (there are no partial failures: see `failure_events`).
+    pub(super) fn succeeded(events: Vec<CallbackEvent>) -> Self {
+        Self {
+            success_events: events,
+            failure_events: Default::default(),
+        }
+    }
 }
 
 /// A callback as the API shows it; the token itself never leaves the service.

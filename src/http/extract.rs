@@ -120,6 +120,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The acting user of bk-ci's op routes (`/op/pipeline/callback/…`), from `X-DEVOPS-UID`: a
+/// missing or blank header is bk-ci's 400 "invalid userId" there (our own routes answer 401).
+pub struct OpUser(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for OpUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        header_user(parts).map(Self).map_err(|e| match e {
+            AppError::Unauthorized(why) => AppError::BadRequest(format!("invalid userId: {why}")),
+            other => other,
+        })
+    }
+}
+
 /// `/{apigwType}/v4/projects/{projectId}/…` and who is acting: an unknown gateway type is an
 /// unknown route; the user is the verified gateway token's, or `X-DEVOPS-UID` (see
 /// `GatewayVerifier::caller` for which, per gateway type).

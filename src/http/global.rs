@@ -70,6 +70,11 @@ async fn remove(
     _: ServiceCaller,
     Path(id): Path<CallbackId>,
 ) -> Result<Envelope<bool>> {
+    delete_global(&state, id).await
+}
+
+/// Deletes global callback `id` (this route and bk-ci's op delete); 2101136 when there is none.
+pub(super) async fn delete_global(state: &AppState, id: CallbackId) -> Result<Envelope<bool>> {
     if !state
         .store
         .delete_callback(&ProjectId::global(), id)

@@ -1,5 +1,6 @@
 //! The HTTP surface: one `app(state)` router shared by the server and the tests.
 
+mod bkci_op;
 mod callbacks;
 mod envelope;
 mod error;
@@ -15,6 +16,7 @@ mod params;
 mod pipelines;
 pub(crate) mod server;
 
+pub(crate) use bkci_op::secret_param_headers;
 pub use events::PublishedEvent;
 use std::any::Any;
 use std::sync::Arc;
@@ -78,6 +80,7 @@ pub fn app(state: AppState) -> Router {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(events::router())
         .merge(global::router())
+        .merge(bkci_op::router())
         .merge(members::router())
         .merge(metrics::router())
         .merge(health::router())

@@ -14,10 +14,11 @@ use chrono_tz::Tz;
 
 use crate::delivery::ssrf::SsrfGuard;
 use crate::domain::{
-    CallbackEvent, CallbackUrl, EpochMillis, ImportOutcome, ImportedCallback,
+    CallbackEvent, CallbackUrl, CustomHeaders, EpochMillis, ImportOutcome, ImportedCallback,
     ImportedPipelineCallback, NewCallback, NewPipelineCallback, ProjectId, Region, UserId,
     now_millis,
 };
+use crate::http::secret_param_headers;
 use crate::secrets::Secret;
 use crate::store::{ImportStore, StoreError};
 use aes::BkciCipher;
@@ -99,6 +100,15 @@ impl Reader<'_> {
             }
             None => None,
         };
+        let headers = match &row.secret_param {
+            Some(encrypted) => {
+                let json = self.decrypt("SECRET_PARAM", encrypted)?;
+                let pairs = secret_param_headers(&json)
+                    .map_err(|e| format!("SECRET_PARAM is not a header ISecretParam: {e}"))?;
+                CustomHeaders::new(pairs).map_err(|e| format!("SECRET_PARAM: {e}"))?
+            }
+            None => CustomHeaders::default(),
+        };
         let inert = inert_reason(&project, event);
         Ok(ImportedCallback {
             id: row.id,
@@ -109,6 +119,7 @@ impl Reader<'_> {
                 // bk-ci keeps no region for these rows; IDC is what it stores for none.
                 region: Region::Idc,
                 secret_token,
+                headers,
                 user: user("CREATOR", &row.creator)?,
             },
             updater: user("UPDATOR", &row.updater)?,

@@ -11,11 +11,12 @@ use tokio::sync::Notify;
 use super::fault::Faults;
 use super::{
     CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
-    Maintenance, MemberStore, PipelineCallbackStore, QueueStats, SecretTokenCounts, StoreResult,
+    Maintenance, MemberStore, PipelineCallbackStore, QueueStats, SecretTokenCounts, Selection,
+    StoreResult,
 };
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    EpochMillis, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
     ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
     PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
@@ -70,6 +71,24 @@ impl<S: CallbackStore> CallbackStore for Guarded<S> {
                 self.inner
                     .set_callback_enabled(project, id, user, enabled, reason)
             })
+            .await
+    }
+
+    async fn global_callbacks(&self, event: CallbackEvent) -> StoreResult<Vec<GlobalCallback>> {
+        self.faults
+            .retried(|| self.inner.global_callbacks(event))
+            .await
+    }
+
+    /// Setting the same state twice leaves the same rows (and the answer is only a count).
+    async fn set_callbacks_enabled(
+        &self,
+        selection: Selection<'_>,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<u64> {
+        self.faults
+            .retried(|| self.inner.set_callbacks_enabled(selection, enabled, reason))
             .await
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    EpochMillis, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
     ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
     PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
@@ -65,7 +65,8 @@ pub struct Claim<'a> {
     pub busy_hosts: &'a [String],
 }
 
-/// How many callbacks have a sealed or a plaintext secret token.
+/// How many secret values (tokens and custom headers of callbacks) are stored sealed or in
+/// plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SecretTokenCounts {
     pub sealed: u64,
@@ -87,6 +88,21 @@ pub struct DisableRule {
     /// Failing without a success since before this time disables a callback.
     pub cutoff: EpochMillis,
     pub reason: String,
+}
+
+/// The callbacks a bulk enable or disable of the op API touches.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// These ids, in this project (the global scope is one too); other ids are left alone.
+    Ids {
+        project: &'a ProjectId,
+        ids: &'a [CallbackId],
+    },
+    /// Every callback whose URL is exactly `url`, in `project` or, when `None`, in any.
+    Url {
+        project: Option<&'a ProjectId>,
+        url: &'a str,
+    },
 }
 
 /// Project-level (and global) registrations, as the callback routes and the registration writer
@@ -119,6 +135,18 @@ pub trait CallbackStore: Send + Sync {
         enabled: bool,
         reason: Option<&str>,
     ) -> StoreResult<bool>;
+
+    /// The enabled global callbacks of `event`, oldest first, with their custom headers opened.
+    async fn global_callbacks(&self, event: CallbackEvent) -> StoreResult<Vec<GlobalCallback>>;
+
+    /// In one statement, enables (clearing the failure state) or disables (recording `reason`)
+    /// the selected callbacks; returns how many it touched.
+    async fn set_callbacks_enabled(
+        &self,
+        selection: Selection<'_>,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<u64>;
 }
 
 /// Pipeline-level registrations, as the pipeline callback routes use them. They are callbacks
@@ -343,7 +371,7 @@ async fn check_secret_key(store: &dyn Store, sealer: &Sealer) -> anyhow::Result<
     let Some(fresh) = sealer.key_check() else {
         if counts.sealed > 0 {
             anyhow::bail!(
-                "{} callback secret tokens are stored encrypted, but SECRET_ENCRYPTION_KEY is not set; \
+                "{} callback secrets (tokens, custom headers) are stored encrypted, but SECRET_ENCRYPTION_KEY is not set; \
                  set the key they were encrypted with",
                 counts.sealed
             );
@@ -359,7 +387,7 @@ async fn check_secret_key(store: &dyn Store, sealer: &Sealer) -> anyhow::Result<
     if counts.plaintext > 0 {
         tracing::warn!(
             plaintext = counts.plaintext,
-            "callback secret tokens are stored unencrypted; run `devops-callbacks migrate` to encrypt them"
+            "callback secrets (tokens, custom headers) are stored unencrypted; run `devops-callbacks migrate` to encrypt them"
         );
     }
     Ok(())

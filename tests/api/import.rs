@@ -9,6 +9,7 @@ use crate::common::{Backend, TestDb, backend_tests, cli, public_url};
 backend_tests!(
     registrations_come_over_and_a_second_run_changes_nothing,
     a_dry_run_writes_nothing_and_encrypted_rows_need_the_key,
+    a_global_rows_secret_param_headers_come_over,
 );
 
 /// MariaDB on this machine; `BKCI_TEST_MYSQL_URL` points elsewhere.
@@ -302,4 +303,37 @@ async fn a_dry_run_writes_nothing_and_encrypted_rows_need_the_key(backend: Backe
         "{dry}"
     );
     assert_eq!(db.scalar("SELECT COUNT(*) FROM callbacks").await, 0);
+}
+
+async fn a_global_rows_secret_param_headers_come_over(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let bkci = BkciDb::new().await;
+    // The reference's vector: key `abc`, `{"@type":"header","headers":{"X-Auth":"v1"}}`.
+    bkci.execute(&format!(
+        "INSERT INTO T_PROJECT_PIPELINE_CALLBACK (ID, PROJECT_ID, EVENTS, CALLBACK_URL, CREATOR, \
+             UPDATOR, CREATED_TIME, UPDATED_TIME, ENABLE, SECRET_PARAM) \
+         VALUES (2001, 'DEVOPS_ALL_PROJECT', 'PROJECT_UPDATE', '{}', 'ops', 'ops', \
+             '2026-08-20 09:00:00', '2026-08-20 09:00:00', 1, \
+             '169XMoy+aj2Qjb5UnrbHHhX/8i0Gh4bwCT/shLjQ3WUbWcEVrjM0cXoIRzc+TVu6')",
+        public_url("prj")
+    ))
+    .await;
+
+    let wrong = import(&db, &bkci, &["--aes-key", "not-the-key"]).await;
+    assert!(
+        wrong.contains("T_PROJECT_PIPELINE_CALLBACK#2001  skipped: SECRET_PARAM"),
+        "a wrong key skips the row, saying why:\n{wrong}"
+    );
+    let first = import(&db, &bkci, &["--aes-key", "abc"]).await;
+    assert_eq!(count(&first, "imported"), 1, "{first}");
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM callbacks WHERE id = 2001 \
+             AND secret_headers LIKE '%X-Auth%' AND secret_headers LIKE '%v1%'"
+        )
+        .await,
+        1
+    );
+    let second = import(&db, &bkci, &["--aes-key", "abc"]).await;
+    assert_eq!(count(&second, "unchanged"), 1, "{second}");
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, run against SQLite and PostgreSQL alike.
 
 mod bkci;
+mod bkci_op;
 mod callbacks;
 mod cli;
 mod common;

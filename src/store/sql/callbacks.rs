@@ -4,12 +4,18 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use super::rows::{CALLBACK_COLUMNS, CallbackRow};
+use super::rows::{CALLBACK_COLUMNS, CallbackRow, GlobalRow};
 use super::{Backend, RowsAffected, SqlStore, json_rows};
 use crate::domain::{
-    Callback, CallbackId, NewCallback, PageRequest, ProjectId, UserId, now_millis,
+    Callback, CallbackEvent, CallbackId, GlobalCallback, NewCallback, PageRequest, ProjectId,
+    UserId, now_millis,
 };
-use crate::store::{CallbackStore, StoreResult};
+use crate::store::{CallbackStore, Selection, StoreResult};
+
+/// What a bulk enable or disable sets: `$2` enabled, `$3` now, `$4` the reason. Enabling clears
+/// the failure state, disabling keeps it.
+const SET_ENABLED: &str = "UPDATE callbacks SET enabled = $2, updated_at = $3, \
+     disabled_reason = $4, failure_time = CASE WHEN $2 THEN NULL ELSE failure_time END";
 
 #[async_trait]
 impl<B: Backend> CallbackStore for SqlStore<B>
@@ -35,17 +41,21 @@ where
                 "t": c.secret_token.as_ref().map(|token| {
                     self.sealer.seal_token(token.expose(), c.project_id.as_str(), &c.url)
                 }),
+                "h": (!c.headers.is_empty()).then(|| {
+                    self.sealer.seal_headers(&c.headers.to_json(), c.project_id.as_str(), &c.url)
+                }),
                 "w": c.user.as_str(),
             })
         });
         sqlx::query(&format!(
-            "INSERT INTO callbacks (project_id, url, event, region, secret_token, enabled, \
-                 creator, updater, created_at, updated_at) \
-             SELECT value->>'p', value->>'u', value->>'e', value->>'r', value->>'t', TRUE, \
-                 value->>'w', value->>'w', $2, $2 \
+            "INSERT INTO callbacks (project_id, url, event, region, secret_token, \
+                 secret_headers, enabled, creator, updater, created_at, updated_at) \
+             SELECT value->>'p', value->>'u', value->>'e', value->>'r', value->>'t', \
+                 value->>'h', TRUE, value->>'w', value->>'w', $2, $2 \
              FROM {} WHERE TRUE \
              ON CONFLICT (project_id, url, event) WHERE pipeline_id IS NULL DO UPDATE SET \
                  region = excluded.region, secret_token = excluded.secret_token, \
+                 secret_headers = excluded.secret_headers, \
                  enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
                  updater = excluded.updater, updated_at = excluded.updated_at",
             B::JSON_ROWS
@@ -120,5 +130,52 @@ where
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn global_callbacks(&self, event: CallbackEvent) -> StoreResult<Vec<GlobalCallback>> {
+        let rows: Vec<GlobalRow> = sqlx::query_as(&format!(
+            "SELECT {CALLBACK_COLUMNS}, secret_headers FROM callbacks \
+             WHERE project_id = $1 AND event = $2 AND enabled ORDER BY id"
+        ))
+        .bind(ProjectId::global().as_str())
+        .bind(event.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| row.into_global(&self.sealer))
+            .collect()
+    }
+
+    async fn set_callbacks_enabled(
+        &self,
+        selection: Selection<'_>,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<u64> {
+        let (sql, first, project) = match selection {
+            Selection::Ids { project, ids } => (
+                format!(
+                    "{SET_ENABLED} WHERE project_id = $5 \
+                       AND id IN (SELECT CAST(value->>'i' AS BIGINT) FROM {})",
+                    B::JSON_ROWS
+                ),
+                json_rows(ids.iter().map(|id| serde_json::json!({ "i": id }))),
+                Some(project),
+            ),
+            Selection::Url { project, url } => (
+                format!("{SET_ENABLED} WHERE url = $1 AND project_id = COALESCE($5, project_id)"),
+                url.to_owned(),
+                project,
+            ),
+        };
+        let done = sqlx::query(&sql)
+            .bind(first)
+            .bind(enabled)
+            .bind(now_millis())
+            .bind(reason)
+            .bind(project.map(ProjectId::as_str))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

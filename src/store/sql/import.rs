@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
+use super::rows::open_headers;
 use super::{Backend, SqlStore};
 use crate::domain::{ImportOutcome, ImportedCallback, ImportedPipelineCallback};
 use crate::secrets::Secret;
@@ -22,6 +23,7 @@ struct StoredState {
     updater: String,
     failure_time: Option<i64>,
     disabled_reason: Option<String>,
+    secret_headers: Option<String>,
 }
 
 /// What an imported pipeline-level registration is compared with.
@@ -49,6 +51,22 @@ impl<B: Backend> SqlStore<B> {
                 &stored.project_id,
                 &stored.url,
             )
+            && open_headers(
+                &self.sealer,
+                stored.secret_headers.clone(),
+                &stored.project_id,
+                &stored.url,
+            )
+            .is_ok_and(|headers| headers == new.headers)
+    }
+
+    /// The custom headers as stored: sealed JSON, none when empty.
+    fn sealed_headers(&self, imported: &ImportedCallback) -> Option<String> {
+        let new = &imported.callback;
+        (!new.headers.is_empty()).then(|| {
+            self.sealer
+                .seal_headers(&new.headers.to_json(), new.project_id.as_str(), &new.url)
+        })
     }
 
     /// Whether a stored token opens to `token` (compared opened: each sealing differs).
@@ -92,7 +110,7 @@ where
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
         let by_id: Option<StoredState> = sqlx::query_as(
             "SELECT project_id, pipeline_id IS NOT NULL AS is_pipeline, url, event, region, \
-                 secret_token, enabled, updater, failure_time, disabled_reason \
+                 secret_token, enabled, updater, failure_time, disabled_reason, secret_headers \
              FROM callbacks WHERE id = $1",
         )
         .bind(imported.id)
@@ -121,7 +139,8 @@ where
             Some(_) => {
                 sqlx::query(
                     "UPDATE callbacks SET region = $2, secret_token = $3, enabled = $4, \
-                         updater = $5, updated_at = $6, failure_time = $7, disabled_reason = $8 \
+                         updater = $5, updated_at = $6, failure_time = $7, disabled_reason = $8, \
+                         secret_headers = $9 \
                      WHERE id = $1",
                 )
                 .bind(imported.id)
@@ -132,6 +151,7 @@ where
                 .bind(imported.updated_at)
                 .bind(imported.failure_time)
                 .bind(imported.disabled_reason.as_deref())
+                .bind(self.sealed_headers(imported))
                 .execute(&mut *tx)
                 .await?;
                 ImportOutcome::Updated
@@ -154,8 +174,8 @@ where
                         sqlx::query(
                             "INSERT INTO callbacks (id, project_id, url, event, region, \
                                  secret_token, enabled, creator, updater, created_at, updated_at, \
-                                 failure_time, disabled_reason) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                 failure_time, disabled_reason, secret_headers) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                         )
                         .bind(imported.id)
                         .bind(key.0)
@@ -170,6 +190,7 @@ where
                         .bind(imported.updated_at)
                         .bind(imported.failure_time)
                         .bind(imported.disabled_reason.as_deref())
+                        .bind(self.sealed_headers(imported))
                         .execute(&mut *tx)
                         .await?;
                         ImportOutcome::Imported

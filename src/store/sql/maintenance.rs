@@ -5,7 +5,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use super::{Backend, RowsAffected, SqlStore, json_rows};
 use crate::domain::{EpochMillis, now_millis};
-use crate::secrets::SEALED_PREFIX;
+use crate::secrets::{SEALED_PREFIX, Sealer};
 use crate::store::{Maintenance, QueueStats, SecretTokenCounts, StoreResult};
 
 /// Retention's statements, each deleting up to `$2` rows older than `$1`.
@@ -19,7 +19,10 @@ const PRUNE: [&str; 3] = [
             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_pk = e.id) LIMIT $2)",
 ];
 
-/// Plaintext tokens sealed per statement.
+/// How a secret column's value is sealed (`Sealer::seal_token`, `Sealer::seal_headers`).
+type SealFn = fn(&Sealer, &str, &str, &str) -> String;
+
+/// Plaintext values sealed per statement.
 const SEAL_BATCH: i64 = 500;
 
 /// `SEALED_PREFIX.len()` as the SQL `substr` takes it.
@@ -79,7 +82,9 @@ where
     async fn count_secret_tokens(&self) -> StoreResult<SecretTokenCounts> {
         let (sealed, all): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(CASE WHEN substr(secret_token, 1, $1) = $2 \
-                 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(secret_token) \
+                 THEN 1 ELSE 0 END), 0) + COALESCE(SUM(CASE WHEN substr(secret_headers, 1, $1) = $2 \
+                 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COUNT(secret_token) + COUNT(secret_headers) AS BIGINT) \
              FROM callbacks",
         )
         .bind(sealed_prefix_len())
@@ -96,45 +101,52 @@ where
         if !self.sealer.has_key() {
             return Ok(0);
         }
-        let mut after = 0_i64;
+        let columns: [(&str, SealFn); 2] = [
+            ("secret_token", Sealer::seal_token),
+            ("secret_headers", Sealer::seal_headers),
+        ];
         let mut sealed = 0;
-        loop {
-            let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-                "SELECT id, project_id, url, secret_token FROM callbacks \
-                 WHERE id > $1 AND secret_token IS NOT NULL \
-                   AND substr(secret_token, 1, $2) <> $3 \
-                 ORDER BY id LIMIT $4",
-            )
-            .bind(after)
-            .bind(sealed_prefix_len())
-            .bind(SEALED_PREFIX)
-            .bind(SEAL_BATCH)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = rows.last() else {
-                return Ok(sealed);
-            };
-            after = last.0;
-            let updates = rows.iter().map(|(id, project, url, plain)| {
-                serde_json::json!({
-                    "i": id,
-                    "o": plain,
-                    "n": self.sealer.seal_token(plain, project, url),
-                })
-            });
-            // Only rows still holding the plaintext read: a concurrent re-create wins.
-            sealed += sqlx::query(&format!(
-                "UPDATE callbacks SET secret_token = j.sealed \
-                 FROM (SELECT CAST(value->>'i' AS BIGINT) AS id, value->>'o' AS plain, \
-                         value->>'n' AS sealed FROM {}) AS j \
-                 WHERE callbacks.id = j.id AND callbacks.secret_token = j.plain",
-                B::JSON_ROWS
-            ))
-            .bind(json_rows(updates))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        for (column, seal) in columns {
+            let mut after = 0_i64;
+            loop {
+                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
+                    "SELECT id, project_id, url, {column} FROM callbacks \
+                     WHERE id > $1 AND {column} IS NOT NULL \
+                       AND substr({column}, 1, $2) <> $3 \
+                     ORDER BY id LIMIT $4"
+                ))
+                .bind(after)
+                .bind(sealed_prefix_len())
+                .bind(SEALED_PREFIX)
+                .bind(SEAL_BATCH)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                after = last.0;
+                let updates = rows.iter().map(|(id, project, url, plain)| {
+                    serde_json::json!({
+                        "i": id,
+                        "o": plain,
+                        "n": seal(&self.sealer, plain, project, url),
+                    })
+                });
+                // Only rows still holding the plaintext read: a concurrent re-create wins.
+                sealed += sqlx::query(&format!(
+                    "UPDATE callbacks SET {column} = j.sealed \
+                     FROM (SELECT CAST(value->>'i' AS BIGINT) AS id, value->>'o' AS plain, \
+                             value->>'n' AS sealed FROM {}) AS j \
+                     WHERE callbacks.id = j.id AND callbacks.{column} = j.plain",
+                    B::JSON_ROWS
+                ))
+                .bind(json_rows(updates))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
         }
+        Ok(sealed)
     }
 
     async fn queue_stats(&self, now: EpochMillis) -> StoreResult<QueueStats> {

@@ -128,7 +128,8 @@ where
         }
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "SELECT d.id, d.host, d.attempts, d.callback_id, e.event, e.body, \
-                 cb.project_id AS callback_project, cb.url, cb.secret_token, cb.enabled \
+                 cb.project_id AS callback_project, cb.url, cb.secret_token, cb.secret_headers, \
+                 cb.enabled \
              FROM deliveries d JOIN events e ON e.id = d.event_pk \
              LEFT JOIN callbacks cb ON cb.id = d.callback_id \
              WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
@@ -238,11 +239,12 @@ where
     }
 
     async fn delivery_target(&self, callback: CallbackId) -> StoreResult<Option<DeliveryTarget>> {
-        let row: Option<TargetRow> =
-            sqlx::query_as("SELECT project_id, url, secret_token FROM callbacks WHERE id = $1")
-                .bind(callback)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<TargetRow> = sqlx::query_as(
+            "SELECT project_id, url, secret_token, secret_headers FROM callbacks WHERE id = $1",
+        )
+        .bind(callback)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| row.into_target(&self.sealer)).transpose()
     }
 

@@ -1,7 +1,8 @@
 //! Row shapes and their conversion into domain types.
 
 use crate::domain::{
-    Attempt, Callback, DeliveryTarget, HistoryEntry, Member, PipelineCallback, ProjectId,
+    Attempt, Callback, CustomHeaders, DeliveryTarget, GlobalCallback, HistoryEntry, Member,
+    PipelineCallback, ProjectId,
 };
 use crate::secrets::{Sealer, Secret};
 use crate::store::{ClaimedDelivery, StoreError, StoreResult};
@@ -41,6 +42,29 @@ pub struct PipelineCallbackRow {
     has_secret_token: bool,
     enabled: bool,
     disabled_reason: Option<String>,
+}
+
+/// A callback with its stored custom headers (`CALLBACK_COLUMNS, secret_headers`).
+#[derive(sqlx::FromRow)]
+pub struct GlobalRow {
+    #[sqlx(flatten)]
+    callback: CallbackRow,
+    secret_headers: Option<String>,
+}
+
+impl GlobalRow {
+    pub fn into_global(self, sealer: &Sealer) -> StoreResult<GlobalCallback> {
+        let headers = open_headers(
+            sealer,
+            self.secret_headers,
+            &self.callback.project_id,
+            &self.callback.url,
+        )?;
+        Ok(GlobalCallback {
+            callback: self.callback.try_into()?,
+            headers,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -140,6 +164,7 @@ pub struct ClaimRow {
     callback_project: Option<String>,
     url: Option<String>,
     secret_token: Option<String>,
+    secret_headers: Option<String>,
     enabled: Option<bool>,
 }
 
@@ -161,11 +186,29 @@ fn open_token(
         .transpose()
 }
 
+/// Stored custom headers, opened and parsed for sending (none when NULL). Like a token, a value
+/// that does not open or parse is reported without its content.
+pub(super) fn open_headers(
+    sealer: &Sealer,
+    stored: Option<String>,
+    project: &str,
+    url: &str,
+) -> StoreResult<CustomHeaders> {
+    let Some(stored) = stored else {
+        return Ok(CustomHeaders::default());
+    };
+    let json = sealer
+        .open_headers(&stored, project, url)
+        .map_err(|e| StoreError::corrupt("secret_headers", e))?;
+    CustomHeaders::from_json(&json).map_err(|e| StoreError::corrupt("secret_headers", e))
+}
+
 impl ClaimRow {
     pub fn into_claimed(self, claim_token: &str, sealer: &Sealer) -> StoreResult<ClaimedDelivery> {
         let target = match (self.enabled, self.callback_project, self.url) {
             (Some(true), Some(project), Some(url)) => Some(DeliveryTarget {
                 secret_token: open_token(sealer, self.secret_token, &project, &url)?,
+                headers: open_headers(sealer, self.secret_headers, &project, &url)?,
                 project_id: decode_project(&project)?,
                 url,
             }),
@@ -242,12 +285,14 @@ pub struct TargetRow {
     project_id: String,
     url: String,
     secret_token: Option<String>,
+    secret_headers: Option<String>,
 }
 
 impl TargetRow {
     pub fn into_target(self, sealer: &Sealer) -> StoreResult<DeliveryTarget> {
         Ok(DeliveryTarget {
             secret_token: open_token(sealer, self.secret_token, &self.project_id, &self.url)?,
+            headers: open_headers(sealer, self.secret_headers, &self.project_id, &self.url)?,
             project_id: decode_project(&self.project_id)?,
             url: self.url,
         })
