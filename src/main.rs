@@ -209,7 +209,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
             .seal_plaintext_secret_tokens()
             .await
             .context("encrypting stored secret tokens")?;
-        println!("{sealed} plaintext secret token(s) encrypted");
+        println!("{sealed} plaintext secret(s) encrypted (tokens and custom headers)");
     }
     Ok(())
 }

@@ -282,8 +282,8 @@ pub trait Maintenance: Send + Sync {
 
     async fn count_secret_tokens(&self) -> StoreResult<SecretTokenCounts>;
 
-    /// Seals every plaintext secret token with the store's key (none: does nothing); returns how
-    /// many it sealed.
+    /// Seals every plaintext secret token and custom-header set with the store's key (none: does
+    /// nothing); returns how many it sealed.
     async fn seal_plaintext_secret_tokens(&self) -> StoreResult<u64>;
 
     /// How many deliveries are due, leased and waiting to be retried, and how many callbacks are

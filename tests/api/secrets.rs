@@ -277,7 +277,8 @@ async fn migrate_seals_tokens_stored_in_plaintext(backend: Backend) {
     let migrated = cli(&db, Some(KEY), &["migrate"]).await;
     assert!(migrated.status.success(), "{migrated:?}");
     assert!(
-        text(&migrated.stdout).contains("2 plaintext secret token(s) encrypted"),
+        text(&migrated.stdout)
+            .contains("2 plaintext secret(s) encrypted (tokens and custom headers)"),
         "{migrated:?}"
     );
     for token in [PLAIN, WHSEC] {
