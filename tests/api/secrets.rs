@@ -273,13 +273,27 @@ async fn migrate_seals_tokens_stored_in_plaintext(backend: Backend) {
         rows_containing(&db, "callbacks", "secret_token", PLAIN).await,
         1
     );
+    // Custom headers stored before there was a key are sealed too.
+    db.execute(
+        r#"UPDATE callbacks SET secret_headers = '[["X-Tenant","t-plain-1"]]' WHERE url LIKE '%/a'"#,
+    )
+    .await;
 
     let migrated = cli(&db, Some(KEY), &["migrate"]).await;
     assert!(migrated.status.success(), "{migrated:?}");
     assert!(
         text(&migrated.stdout)
-            .contains("2 plaintext secret(s) encrypted (tokens and custom headers)"),
+            .contains("3 plaintext secret(s) encrypted (tokens and custom headers)"),
         "{migrated:?}"
+    );
+    assert_eq!(
+        rows_containing(&db, "callbacks", "secret_headers", "t-plain-1").await,
+        0
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM callbacks WHERE secret_headers LIKE 'enc:v1:%'")
+            .await,
+        1
     );
     for token in [PLAIN, WHSEC] {
         assert_eq!(
@@ -302,6 +316,13 @@ async fn migrate_seals_tokens_stored_in_plaintext(backend: Backend) {
     for request in received {
         let expected = if request.path == "/a" { PLAIN } else { WHSEC };
         assert_eq!(request.header("x-devops-webhook-token"), expected);
+        if request.path == "/a" {
+            assert_eq!(
+                request.header("x-tenant"),
+                "t-plain-1",
+                "sealed headers open to send"
+            );
+        }
     }
 }
 
