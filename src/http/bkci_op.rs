@@ -6,7 +6,6 @@
 use std::fmt;
 
 use axum::extract::State;
-use chrono::TimeZone;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -18,11 +17,11 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::delivery::sender::MASK;
 use crate::domain::{
-    CallbackEvent, CallbackId, CallbackUrl, CustomHeaders, EpochMillis, GlobalCallback,
-    NewCallback, ProjectId, Region,
+    CallbackEvent, CallbackId, CallbackUrl, CustomHeaders, GlobalCallback, NewCallback, ProjectId,
+    Region,
 };
 use crate::error::{AppError, Result};
-use crate::http::callbacks::BatchResult;
+use crate::http::callbacks::{BatchResult, local_date_time};
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{Json, OpUser, Path, Query, Refusal, ServiceCaller, ServiceTokenHeader};
 use crate::http::global::delete_global;
@@ -206,15 +205,9 @@ fn record(global: GlobalCallback, zone: chrono_tz::Tz) -> ProjectPipelineCallBac
         call_back_url: callback.url,
         events: callback.event,
         enable: callback.enabled,
-        failure_time: callback.failure_time.and_then(|at| local_time(at, zone)),
+        failure_time: callback.failure_time.map(|at| local_date_time(at, zone)),
         secret_param,
     }
-}
-
-/// `2026-08-21T10:00:00`: bk-ci's `LocalDateTime` as Jackson writes it.
-fn local_time(at: EpochMillis, zone: chrono_tz::Tz) -> Option<String> {
-    let at = zone.timestamp_millis_opt(at).single()?;
-    Some(at.format("%Y-%m-%dT%H:%M:%S").to_string())
 }
 
 /// Deletes a global callback: bk-ci's op delete.
@@ -479,8 +472,8 @@ mod tests {
             .unwrap()
             .timestamp_millis();
         assert_eq!(
-            local_time(at, chrono_tz::Asia::Shanghai).as_deref(),
-            Some("2026-08-21T10:00:00")
+            local_date_time(at, chrono_tz::Asia::Shanghai),
+            "2026-08-21T10:00:00"
         );
     }
 }

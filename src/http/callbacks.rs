@@ -184,7 +184,7 @@ impl CallbackRecord {
 }
 
 /// bk-ci's JSON of a `LocalDateTime` read from a MySQL `datetime`: `2026-08-21T10:00:00`.
-fn local_date_time(at: EpochMillis, zone: chrono_tz::Tz) -> String {
+pub(super) fn local_date_time(at: EpochMillis, zone: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(at)
         .unwrap_or_default()
         .with_timezone(&zone)
