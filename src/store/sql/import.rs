@@ -136,26 +136,7 @@ where
                 ))
             }
             Some(stored) if self.holds(&stored, imported) => ImportOutcome::Unchanged,
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE callbacks SET region = $2, secret_token = $3, enabled = $4, \
-                         updater = $5, updated_at = $6, failure_time = $7, disabled_reason = $8, \
-                         secret_headers = $9 \
-                     WHERE id = $1",
-                )
-                .bind(imported.id)
-                .bind(new.region.as_str())
-                .bind(self.sealed(new.secret_token.as_ref(), key.0, key.1))
-                .bind(imported.enabled)
-                .bind(imported.updater.as_str())
-                .bind(imported.updated_at)
-                .bind(imported.failure_time)
-                .bind(imported.disabled_reason.as_deref())
-                .bind(self.sealed_headers(imported))
-                .execute(&mut *tx)
-                .await?;
-                ImportOutcome::Updated
-            }
+            Some(_) => ImportOutcome::Updated,
             None => {
                 let holder: Option<i64> = sqlx::query_scalar(
                     "SELECT id FROM callbacks \
@@ -170,34 +151,41 @@ where
                     Some(other) => {
                         ImportOutcome::Conflict(format!("already registered here under id {other}"))
                     }
-                    None => {
-                        sqlx::query(
-                            "INSERT INTO callbacks (id, project_id, url, event, region, \
-                                 secret_token, enabled, creator, updater, created_at, updated_at, \
-                                 failure_time, disabled_reason, secret_headers) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                        )
-                        .bind(imported.id)
-                        .bind(key.0)
-                        .bind(key.1)
-                        .bind(key.2)
-                        .bind(new.region.as_str())
-                        .bind(self.sealed(new.secret_token.as_ref(), key.0, key.1))
-                        .bind(imported.enabled)
-                        .bind(new.user.as_str())
-                        .bind(imported.updater.as_str())
-                        .bind(imported.created_at)
-                        .bind(imported.updated_at)
-                        .bind(imported.failure_time)
-                        .bind(imported.disabled_reason.as_deref())
-                        .bind(self.sealed_headers(imported))
-                        .execute(&mut *tx)
-                        .await?;
-                        ImportOutcome::Imported
-                    }
+                    None => ImportOutcome::Imported,
                 }
             }
         };
+        if matches!(outcome, ImportOutcome::Imported | ImportOutcome::Updated) {
+            // An update keeps the creator and the creation time.
+            sqlx::query(
+                "INSERT INTO callbacks (id, project_id, url, event, region, secret_token, enabled, \
+                     creator, updater, created_at, updated_at, failure_time, disabled_reason, \
+                     secret_headers) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                     region = excluded.region, secret_token = excluded.secret_token, \
+                     enabled = excluded.enabled, updater = excluded.updater, \
+                     updated_at = excluded.updated_at, failure_time = excluded.failure_time, \
+                     disabled_reason = excluded.disabled_reason, \
+                     secret_headers = excluded.secret_headers",
+            )
+            .bind(imported.id)
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(new.region.as_str())
+            .bind(self.sealed(new.secret_token.as_ref(), key.0, key.1))
+            .bind(imported.enabled)
+            .bind(new.user.as_str())
+            .bind(imported.updater.as_str())
+            .bind(imported.created_at)
+            .bind(imported.updated_at)
+            .bind(imported.failure_time)
+            .bind(imported.disabled_reason.as_deref())
+            .bind(self.sealed_headers(imported))
+            .execute(&mut *tx)
+            .await?;
+        }
         finish(tx, dry_run).await?;
         Ok(outcome)
     }
@@ -219,7 +207,6 @@ where
         .bind(new.name.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let token = self.sealed(new.secret_token.as_ref(), project, &new.url);
         let outcome = match stored {
             Some(stored)
                 if stored.enabled
@@ -235,47 +222,36 @@ where
             {
                 ImportOutcome::Unchanged
             }
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE callbacks SET url = $4, event = $5, region = $6, secret_token = $7, \
-                         enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
-                         updater = $8, updated_at = $9 \
-                     WHERE project_id = $1 AND pipeline_id = $2 AND name = $3",
-                )
-                .bind(project)
-                .bind(pipeline)
-                .bind(new.name.as_str())
-                .bind(new.url.as_str())
-                .bind(new.event.as_str())
-                .bind(new.region.as_str())
-                .bind(token)
-                .bind(imported.user.as_str())
-                .bind(imported.updated_at)
-                .execute(&mut *tx)
-                .await?;
-                ImportOutcome::Updated
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO callbacks (project_id, pipeline_id, name, url, event, region, \
-                         secret_token, enabled, creator, updater, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9, $10)",
-                )
-                .bind(project)
-                .bind(pipeline)
-                .bind(new.name.as_str())
-                .bind(new.url.as_str())
-                .bind(new.event.as_str())
-                .bind(new.region.as_str())
-                .bind(token)
-                .bind(imported.user.as_str())
-                .bind(imported.created_at)
-                .bind(imported.updated_at)
-                .execute(&mut *tx)
-                .await?;
-                ImportOutcome::Imported
-            }
+            Some(_) => ImportOutcome::Updated,
+            None => ImportOutcome::Imported,
         };
+        if outcome != ImportOutcome::Unchanged {
+            // An update re-enables, clears the failure state and keeps the creator and the
+            // creation time, as the pipeline route's upsert does.
+            sqlx::query(
+                "INSERT INTO callbacks (project_id, pipeline_id, name, url, event, region, \
+                     secret_token, enabled, creator, updater, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $9, $10) \
+                 ON CONFLICT (project_id, pipeline_id, name) WHERE pipeline_id IS NOT NULL \
+                 DO UPDATE SET \
+                     url = excluded.url, event = excluded.event, region = excluded.region, \
+                     secret_token = excluded.secret_token, \
+                     enabled = TRUE, failure_time = NULL, disabled_reason = NULL, \
+                     updater = excluded.updater, updated_at = excluded.updated_at",
+            )
+            .bind(project)
+            .bind(pipeline)
+            .bind(new.name.as_str())
+            .bind(new.url.as_str())
+            .bind(new.event.as_str())
+            .bind(new.region.as_str())
+            .bind(self.sealed(new.secret_token.as_ref(), project, &new.url))
+            .bind(imported.user.as_str())
+            .bind(imported.created_at)
+            .bind(imported.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         finish(tx, dry_run).await?;
         Ok(outcome)
     }
