@@ -30,7 +30,7 @@ use delivery::sender::Sender;
 use delivery::ssrf::SsrfGuard;
 use delivery::worker::Workers;
 use domain::CallbackUrl;
-use error::{AppError, Result};
+use error::Result;
 use http::server::ConnectionLimits;
 use store::{CallbackWriter, Store};
 
@@ -78,17 +78,9 @@ impl AppState {
         })
     }
 
-    /// The registration-time URL rule: shape and port, then the SSRF guard on its addresses.
+    /// The registration-time URL rule (`SsrfGuard::vet`) with this deployment's blocked ports.
     pub async fn vet_callback_url(&self, raw: String) -> Result<CallbackUrl> {
-        let url = CallbackUrl::parse(raw, &self.config.blocked_ports)?;
-        self.ssrf
-            .check_url(&url)
-            .await
-            .map_err(|blocked| AppError::BlockedAddress {
-                url: url.as_str().to_owned(),
-                reason: blocked.to_string(),
-            })?;
-        Ok(url)
+        Ok(self.ssrf.vet(raw, &self.config.blocked_ports).await?)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv6Net};
 use url::Host;
 
-use crate::domain::CallbackUrl;
+use crate::domain::{CallbackUrl, InvalidUrl};
 
 /// Host names of cloud metadata and cluster-internal services, refused whatever they resolve to.
 const BLOCKED_HOST_NAMES: &[&str] = &[
@@ -35,6 +35,17 @@ pub enum Blocked {
     HostName(String),
     #[error("host `{0}` cannot be resolved")]
     Unresolvable(String),
+}
+
+/// Why a callback URL is refused at registration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedUrl {
+    /// Its shape or port.
+    #[error(transparent)]
+    Invalid(#[from] InvalidUrl),
+    /// Its host's addresses.
+    #[error("the callback url {url} points to an address that is not allowed: {reason}")]
+    Blocked { url: String, reason: Blocked },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +85,22 @@ impl SsrfGuard {
             return Err(Blocked::HostName(name.to_owned()));
         }
         Ok(())
+    }
+
+    /// The registration-time URL rule: shape and port, then this guard on its addresses.
+    pub async fn vet(
+        &self,
+        raw: impl Into<String>,
+        blocked_ports: &[u16],
+    ) -> Result<CallbackUrl, RefusedUrl> {
+        let url = CallbackUrl::parse(raw, blocked_ports)?;
+        match self.check_url(&url).await {
+            Ok(()) => Ok(url),
+            Err(reason) => Err(RefusedUrl::Blocked {
+                url: url.into_string(),
+                reason,
+            }),
+        }
     }
 
     /// Checks a URL's host: the literal address, or every address its name resolves to.

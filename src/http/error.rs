@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::delivery::intake::{EventAnswer, IntakeError, InvalidEvent};
+use crate::delivery::ssrf::RefusedUrl;
 use crate::domain::InvalidUrl;
 use crate::error::AppError;
 use crate::http::envelope::ErrorEnvelope;
@@ -100,6 +101,18 @@ impl IntoResponse for AppError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<RefusedUrl> for AppError {
+    fn from(refused: RefusedUrl) -> Self {
+        match refused {
+            RefusedUrl::Invalid(invalid) => AppError::InvalidCallbackUrl(invalid),
+            RefusedUrl::Blocked { url, reason } => AppError::BlockedAddress {
+                url,
+                reason: reason.to_string(),
+            },
+        }
     }
 }
 

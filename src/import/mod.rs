@@ -12,9 +12,9 @@ pub mod bkci;
 use chrono::{NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
-use crate::delivery::ssrf::SsrfGuard;
+use crate::delivery::ssrf::{RefusedUrl, SsrfGuard};
 use crate::domain::{
-    CallbackEvent, CallbackUrl, CustomHeaders, EpochMillis, ImportOutcome, ImportedCallback,
+    CallbackEvent, CustomHeaders, EpochMillis, ImportOutcome, ImportedCallback,
     ImportedPipelineCallback, NewCallback, NewPipelineCallback, ProjectId, Region, UserId,
     now_millis,
 };
@@ -69,13 +69,11 @@ impl Reader<'_> {
     }
 
     async fn url(&self, raw: &str) -> Result<String, String> {
-        let url = CallbackUrl::parse(raw, &self.options.blocked_ports)
-            .map_err(|e| format!("url refused: {e}"))?;
-        self.guard
-            .check_url(&url)
-            .await
-            .map_err(|blocked| format!("url refused: {blocked}"))?;
-        Ok(url.into_string())
+        match self.guard.vet(raw, &self.options.blocked_ports).await {
+            Ok(url) => Ok(url.into_string()),
+            Err(RefusedUrl::Blocked { reason, .. }) => Err(format!("url refused: {reason}")),
+            Err(invalid) => Err(format!("url refused: {invalid}")),
+        }
     }
 
     /// A project-level or global registration. Those bk-ci never delivers (global rows of
