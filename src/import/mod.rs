@@ -132,9 +132,7 @@ impl Reader<'_> {
             disabled_reason: inert.map(str::to_owned),
         })
     }
-}
 
-impl Reader<'_> {
     /// A value bk-ci encrypted, opened with `--aes-key`.
     fn decrypt(&self, column: &str, encrypted: &str) -> Result<String, String> {
         let cipher = self.cipher.as_ref().ok_or_else(|| {
@@ -211,9 +209,9 @@ fn inert_reason(project: &ProjectId, event: CallbackEvent) -> Option<&'static st
     }
 }
 
-/// Imports every registration `pool` holds; the store keeps whatever each row's outcome was
-/// when the database refuses nothing, and stops at the first failure that is the database's
-/// (it is unavailable: run again once it is back).
+/// Imports every registration `pool` holds, row by row: a row that cannot be taken, or that the
+/// database refuses, is skipped with its reason; a failure of the database itself (it is
+/// unavailable) stops the import, and a second run picks up where it stopped.
 pub async fn import(
     pool: &sqlx::MySqlPool,
     store: &dyn ImportStore,
