@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    CallbackEvent, EventId, InvalidId, NewEvent, PipelineId, ProjectId, Published,
+    CallbackEvent, EventId, EventRoute, InvalidId, NewEvent, PipelineId, ProjectId, Published,
 };
 use crate::store::{DeliveryQueue, StoreError};
 use crate::telemetry::names;
@@ -72,10 +72,12 @@ pub fn accept(
     };
     Ok(NewEvent {
         body: format!(r#"{{"event":"{}","data":{}}}"#, event.as_str(), data.get()),
-        pipeline_id: event.is_build_event().then(|| pipeline_of(data)).flatten(),
-        project_id,
+        route: EventRoute {
+            pipeline_id: event.is_build_event().then(|| pipeline_of(data)).flatten(),
+            project_id,
+            event,
+        },
         event_id,
-        event,
     })
 }
 
@@ -203,6 +205,7 @@ mod tests {
         let pipeline = |event, json: &str| {
             accept(project.clone(), event, &data(json), None)
                 .unwrap()
+                .route
                 .pipeline_id
                 .map(|p| p.as_str().to_owned())
         };

@@ -8,16 +8,23 @@ use super::{
 };
 use crate::secrets::Secret;
 
+/// Where an event goes: the callbacks of its type in its project, then the global ones (PROJECT_*
+/// events) or those of its pipeline (BUILD_* events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRoute {
+    pub project_id: ProjectId,
+    pub event: CallbackEvent,
+    /// A BUILD_* event's pipeline, whose pipeline-level callbacks it also goes to. Always `None`
+    /// for other events.
+    pub pipeline_id: Option<PipelineId>,
+}
+
 /// An event accepted for delivery; `body` is the exact JSON every matching callback receives.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub project_id: ProjectId,
+    pub route: EventRoute,
     pub event_id: EventId,
-    pub event: CallbackEvent,
     pub body: String,
-    /// A BUILD_* event's `data.pipelineId`, when it is a pipeline id: the pipeline whose
-    /// pipeline-level callbacks it also goes to. Always `None` for other events.
-    pub pipeline_id: Option<PipelineId>,
 }
 
 /// What the intake answers for one event (the original answer when the event id was seen before).

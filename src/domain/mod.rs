@@ -13,7 +13,7 @@ pub use callback::{
     NewCallback, NewPipelineCallback, PipelineCallback,
 };
 pub use delivery::{
-    Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, HeaderPair, HistoryEntry,
+    Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, EventRoute, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,
 };
 pub use headers::{CustomHeaders, InvalidHeader, RESERVED_HEADERS, StoredHeadersError};

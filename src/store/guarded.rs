@@ -16,9 +16,9 @@ use super::{
 };
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
-    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
-    PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
+    EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
+    ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
+    NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
 
 pub struct Guarded<S> {
@@ -178,6 +178,12 @@ impl<S: DeliveryQueue> DeliveryQueue for Guarded<S> {
     /// so a retry after a commit whose answer was lost finds the events and answers as before.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
         self.faults.retried(|| self.inner.publish(events)).await
+    }
+
+    async fn count_targets(&self, routes: &[EventRoute]) -> StoreResult<Vec<u32>> {
+        self.faults
+            .retried(|| self.inner.count_targets(routes))
+            .await
     }
 
     /// A claim whose answer was lost only holds its deliveries until the lease expires.

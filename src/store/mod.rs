@@ -25,9 +25,9 @@ use tokio::sync::Notify;
 
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
-    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
-    PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
+    EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
+    ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
+    NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
 };
 
 /// A leased delivery with what is needed to send it. `target` is `None` when the callback
@@ -210,6 +210,10 @@ pub trait DeliveryQueue: Send + Sync {
     /// and one PENDING delivery per enabled matching callback. Answers in input order, with the
     /// original answer for repeated event ids.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;
+
+    /// How many enabled callbacks each route would deliver to now, in input order: what
+    /// `publish` would make of events with these routes.
+    async fn count_targets(&self, routes: &[EventRoute]) -> StoreResult<Vec<u32>>;
 
     /// Leases up to `claim.limit` due deliveries of the lane until `claim.lease_until`, oldest
     /// first, skipping `claim.busy_hosts`. Rows leased by someone else and not yet expired are

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::json_rows;
-use crate::domain::{ALL_PROJECTS, NewEvent, Published};
+use crate::domain::{ALL_PROJECTS, EventRoute, NewEvent, Published};
 use crate::store::{StoreError, StoreResult};
 
 /// An enabled callback an event may go to: (id, project, pipeline, event, url); `pipeline` is
@@ -24,19 +24,19 @@ pub(super) struct Routing<'a> {
     position: HashMap<(&'a str, &'a str), usize>,
 }
 
-/// Whose callbacks the events may reach, as rows for `Backend::JSON_ROWS`: `{"p"}` for each
+/// Whose callbacks the routes may reach, as rows for `Backend::JSON_ROWS`: `{"p"}` for each
 /// project (the global scope too for PROJECT_* events), and `{"p","l"}` for each (project,
 /// pipeline) of a build event.
-pub(super) fn scope_rows(events: &[NewEvent]) -> String {
-    let mut scopes: Vec<(&str, Option<&str>)> = events
-        .iter()
-        .flat_map(|e| {
-            let project = e.project_id.as_str();
-            let pipeline = e.pipeline_id.as_ref().map(|p| (project, Some(p.as_str())));
+pub(super) fn scope_rows<'r>(routes: impl Iterator<Item = &'r EventRoute> + Clone) -> String {
+    let mut scopes: Vec<(&str, Option<&str>)> = routes
+        .clone()
+        .flat_map(|r| {
+            let project = r.project_id.as_str();
+            let pipeline = r.pipeline_id.as_ref().map(|p| (project, Some(p.as_str())));
             std::iter::once((project, None)).chain(pipeline)
         })
         .collect();
-    if events.iter().any(|e| e.event.is_project_event()) {
+    if routes.into_iter().any(|r| r.event.is_project_event()) {
         scopes.push((ALL_PROJECTS, None));
     }
     scopes.sort_unstable();
@@ -47,48 +47,54 @@ pub(super) fn scope_rows(events: &[NewEvent]) -> String {
     }))
 }
 
+/// Each route's (callback id, host) targets among `callbacks`, in input order: the project's
+/// callbacks first, then the global ones (PROJECT_* events) or the pipeline's (build events), as
+/// bk-ci orders them; a URL registered at two levels is sent to twice, as in bk-ci.
+pub(super) fn targets_of<'r>(
+    routes: impl Iterator<Item = &'r EventRoute>,
+    callbacks: &[CallbackTarget],
+) -> Vec<Vec<(i64, String)>> {
+    let mut by_target: HashMap<Scope<'_>, Vec<(i64, String)>> = HashMap::new();
+    for (id, project, pipeline, event, url) in callbacks {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        by_target
+            .entry((project.as_str(), pipeline.as_deref(), event.as_str()))
+            .or_default()
+            .push((*id, host));
+    }
+    routes
+        .map(|route| {
+            let project = route.project_id.as_str();
+            let also = if route.event.is_project_event() && project != ALL_PROJECTS {
+                Some((ALL_PROJECTS, None))
+            } else {
+                route
+                    .pipeline_id
+                    .as_ref()
+                    .map(|pipeline| (project, Some(pipeline.as_str())))
+            };
+            std::iter::once((project, None))
+                .chain(also)
+                .filter_map(|(project, pipeline)| {
+                    by_target.get(&(project, pipeline, route.event.as_str()))
+                })
+                .flatten()
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
 impl<'a> Routing<'a> {
     pub(super) fn new(events: &'a [NewEvent], callbacks: &[CallbackTarget]) -> Self {
-        let mut by_target: HashMap<Scope<'_>, Vec<(i64, String)>> = HashMap::new();
-        for (id, project, pipeline, event, url) in callbacks {
-            let host = url::Url::parse(url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default();
-            by_target
-                .entry((project.as_str(), pipeline.as_deref(), event.as_str()))
-                .or_default()
-                .push((*id, host));
-        }
-        // The project's callbacks first, then the global ones (PROJECT_* events) or the
-        // pipeline's (build events), as bk-ci orders them; a URL registered at two levels is
-        // sent to twice, as in bk-ci.
-        let targets = events
-            .iter()
-            .map(|event| {
-                let project = event.project_id.as_str();
-                let also = if event.event.is_project_event() && project != ALL_PROJECTS {
-                    Some((ALL_PROJECTS, None))
-                } else {
-                    event
-                        .pipeline_id
-                        .as_ref()
-                        .map(|pipeline| (project, Some(pipeline.as_str())))
-                };
-                std::iter::once((project, None))
-                    .chain(also)
-                    .filter_map(|(project, pipeline)| {
-                        by_target.get(&(project, pipeline, event.event.as_str()))
-                    })
-                    .flatten()
-                    .cloned()
-                    .collect()
-            })
-            .collect();
+        let targets = targets_of(events.iter().map(|e| &e.route), callbacks);
         let mut position = HashMap::new();
         for (index, event) in events.iter().enumerate() {
             position
-                .entry((event.project_id.as_str(), event.event_id.as_str()))
+                .entry((event.route.project_id.as_str(), event.event_id.as_str()))
                 .or_insert(index);
         }
         Self {
@@ -102,9 +108,9 @@ impl<'a> Routing<'a> {
     pub(super) fn event_rows(&self) -> String {
         json_rows(self.events.iter().zip(&self.targets).map(|(e, ids)| {
             serde_json::json!({
-                "p": e.project_id.as_str(),
+                "p": e.route.project_id.as_str(),
                 "i": e.event_id.as_str(),
-                "e": e.event.as_str(),
+                "e": e.route.event.as_str(),
                 "b": e.body,
                 "n": ids.len(),
             })
@@ -139,7 +145,9 @@ impl<'a> Routing<'a> {
             .events
             .iter()
             .filter(|e| !answers.contains_key(&key(e)))
-            .map(|e| serde_json::json!({ "p": e.project_id.as_str(), "i": e.event_id.as_str() }))
+            .map(|e| {
+                serde_json::json!({ "p": e.route.project_id.as_str(), "i": e.event_id.as_str() })
+            })
             .collect();
         (!repeated.is_empty()).then(|| json_rows(repeated))
     }
@@ -169,7 +177,7 @@ pub(super) type Answers = HashMap<(String, String), u32>;
 
 fn key(event: &NewEvent) -> (String, String) {
     (
-        event.project_id.as_str().to_owned(),
+        event.route.project_id.as_str().to_owned(),
         event.event_id.as_str().to_owned(),
     )
 }

@@ -6,12 +6,13 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use tokio::sync::Notify;
 
-use super::intake::{CallbackTarget, Routing, scope_rows};
+use super::intake::{CallbackTarget, Routing, scope_rows, targets_of};
 use super::outcomes::{EffectStatements, attempt_rows, effect_rows, state_rows};
 use super::rows::{ClaimRow, TargetRow};
 use super::{Backend, RowsAffected, SqlStore, json_rows};
 use crate::domain::{
-    CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, NewEvent, Published, now_millis,
+    CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, EventRoute, NewEvent, Published,
+    now_millis,
 };
 use crate::store::{Claim, ClaimedDelivery, DeliveryQueue, DisableRule, Lane, StoreResult};
 
@@ -31,21 +32,10 @@ where
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
         let now = now_millis();
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
-        // Project-level and global callbacks of the scopes' projects, then the pipeline-level
-        // callbacks of the scopes' pipelines (each through its own partial unique index).
-        let callbacks: Vec<CallbackTarget> = sqlx::query_as(&format!(
-            "SELECT id, project_id, pipeline_id, event, url FROM callbacks \
-             WHERE enabled AND pipeline_id IS NULL \
-               AND project_id IN (SELECT value->>'p' FROM {rows}) \
-             UNION ALL \
-             SELECT c.id, c.project_id, c.pipeline_id, c.event, c.url FROM callbacks c \
-             JOIN {rows} AS j ON c.project_id = j.value->>'p' AND c.pipeline_id = j.value->>'l' \
-             WHERE c.enabled",
-            rows = B::JSON_ROWS
-        ))
-        .bind(scope_rows(events))
-        .fetch_all(&mut *tx)
-        .await?;
+        let callbacks: Vec<CallbackTarget> = sqlx::query_as(&scope_callbacks_sql::<B>())
+            .bind(scope_rows(events.iter().map(|e| &e.route)))
+            .fetch_all(&mut *tx)
+            .await?;
         let routing = Routing::new(events, &callbacks);
         // `WHERE TRUE` keeps SQLite from reading ON CONFLICT as a join constraint.
         let inserted: Vec<(i64, String, String)> = sqlx::query_as(&format!(
@@ -93,6 +83,17 @@ where
         }
         tx.commit().await?;
         routing.published(&answers)
+    }
+
+    async fn count_targets(&self, routes: &[EventRoute]) -> StoreResult<Vec<u32>> {
+        let callbacks: Vec<CallbackTarget> = sqlx::query_as(&scope_callbacks_sql::<B>())
+            .bind(scope_rows(routes.iter()))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(targets_of(routes.iter(), &callbacks)
+            .iter()
+            .map(|targets| u32::try_from(targets.len()).unwrap_or(u32::MAX))
+            .collect())
     }
 
     async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -251,4 +252,20 @@ where
     async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
         self.backend.watch(&self.pool, wake).await
     }
+}
+
+/// The enabled callbacks in the scopes of `scope_rows` (bound as `$1`): project-level and global
+/// callbacks of the scopes' projects, then the pipeline-level callbacks of the scopes' pipelines
+/// (each through its own partial unique index).
+fn scope_callbacks_sql<B: Backend>() -> String {
+    format!(
+        "SELECT id, project_id, pipeline_id, event, url FROM callbacks \
+         WHERE enabled AND pipeline_id IS NULL \
+           AND project_id IN (SELECT value->>'p' FROM {rows}) \
+         UNION ALL \
+         SELECT c.id, c.project_id, c.pipeline_id, c.event, c.url FROM callbacks c \
+         JOIN {rows} AS j ON c.project_id = j.value->>'p' AND c.pipeline_id = j.value->>'l' \
+         WHERE c.enabled",
+        rows = B::JSON_ROWS
+    )
 }
