@@ -147,6 +147,58 @@ pub struct Config {
     pub history_retention: Duration,
     /// How often the retention sweep runs.
     pub retention_sweep: Duration,
+    /// The bk-ci bus bridge; `None` (no `BKCI_AMQP_URL`): events come only through the intake API.
+    pub bridge: Option<BridgeConfig>,
+}
+
+/// How the bridge treats bk-ci's exchanges (`BKCI_AMQP_DECLARE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclareMode {
+    /// `passive` (the default): they must exist (bk-ci declares them when it starts).
+    Passive,
+    /// `topic`: declared as plain topic exchanges, for brokers without the delayed-message plugin.
+    Topic,
+    /// `delayed`: declared exactly as bk-ci does (`x-delayed-message`, `x-delayed-type: topic`).
+    Delayed,
+}
+
+impl FromStr for DeclareMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "passive" => Ok(Self::Passive),
+            "topic" => Ok(Self::Topic),
+            "delayed" => Ok(Self::Delayed),
+            other => Err(format!("`{other}` is not one of: passive, topic, delayed")),
+        }
+    }
+}
+
+/// Where the bridge reads bk-ci's bus and asks bk-ci about builds, pipelines and projects.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// `BKCI_AMQP_URL`: the broker, with its credentials.
+    pub amqp_url: Secret,
+    /// `BKCI_AMQP_QUEUE_PREFIX`: names our own queues, `<exchange>.<prefix>` and `<prefix>.parked`.
+    pub queue_prefix: String,
+    pub declare: DeclareMode,
+    /// `BKCI_AMQP_PREFETCH`: most unacknowledged messages per queue.
+    pub prefetch: u16,
+    /// `BKCI_SERVICE_URL`: bk-ci's gateway, where `/ms/process/api/service/…` and
+    /// `/ms/project/api/service/…` answer.
+    pub service_url: url::Url,
+    /// `BKCI_SERVICE_USER`: the `X-DEVOPS-UID` of the build-record lookup (it needs VIEW on
+    /// every pipeline; its language picks the `trigger` label's).
+    pub service_user: String,
+    /// `BKCI_MYSQL_URL`: bk-ci's process database, for deleted pipelines.
+    pub mysql_url: Option<Secret>,
+    /// `BKCI_LOOKUP_TIMEOUT_MS`: longest one lookup may take.
+    pub lookup_timeout: Duration,
+    /// `BKCI_ENRICH_ATTEMPTS`: lookups tried this many times before the message is parked.
+    pub enrich_attempts: u32,
+    /// `BKCI_ENRICH_BACKOFF_MS`: the first wait between tries; it doubles, up to 30 s.
+    pub enrich_backoff: Duration,
 }
 
 /// A variable that is set but cannot be used; the message names it.
@@ -256,6 +308,7 @@ impl Config {
                     .saturating_mul(86_400),
             ),
             retention_sweep: Duration::from_secs(vars.parsed("RETENTION_SWEEP_SECS", 300)?),
+            bridge: bridge_config(&vars)?,
         }
         .validated()
     }
@@ -296,6 +349,105 @@ impl Config {
             });
         }
         Ok(self)
+    }
+}
+
+/// The bridge's settings, when `BKCI_AMQP_URL` is set.
+fn bridge_config<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<'_, F>,
+) -> Result<Option<BridgeConfig>, ConfigError> {
+    let Some(amqp_url) = vars.raw("BKCI_AMQP_URL") else {
+        return Ok(None);
+    };
+    let amqp_url = parse_value::<AmqpUrl>("BKCI_AMQP_URL", amqp_url)
+        .map_err(ConfigError::redacted)?
+        .0;
+    let queue_prefix: QueuePrefix =
+        vars.parsed("BKCI_AMQP_QUEUE_PREFIX", QueuePrefix::default())?;
+    let config = BridgeConfig {
+        amqp_url,
+        queue_prefix: queue_prefix.0,
+        declare: vars.parsed("BKCI_AMQP_DECLARE", DeclareMode::Passive)?,
+        prefetch: vars.parsed("BKCI_AMQP_PREFETCH", 200)?,
+        service_url: vars
+            .required::<HttpUrl>("BKCI_SERVICE_URL", "BKCI_AMQP_URL")?
+            .0,
+        service_user: vars
+            .required::<ServiceUser>("BKCI_SERVICE_USER", "BKCI_AMQP_URL")?
+            .0,
+        mysql_url: vars.raw("BKCI_MYSQL_URL").map(Secret::new),
+        lookup_timeout: Duration::from_millis(vars.parsed("BKCI_LOOKUP_TIMEOUT_MS", 5_000)?),
+        enrich_attempts: vars.parsed("BKCI_ENRICH_ATTEMPTS", 5)?,
+        enrich_backoff: Duration::from_millis(vars.parsed("BKCI_ENRICH_BACKOFF_MS", 1_000)?),
+    };
+    let zeros = [
+        ("BKCI_AMQP_PREFETCH", config.prefetch == 0),
+        ("BKCI_LOOKUP_TIMEOUT_MS", config.lookup_timeout.is_zero()),
+        ("BKCI_ENRICH_ATTEMPTS", config.enrich_attempts == 0),
+    ];
+    if let Some(&(name, _)) = zeros.iter().find(|(_, zero)| *zero) {
+        return Err(ConfigError {
+            name,
+            value: "0".to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(Some(config))
+}
+
+/// `BKCI_AMQP_URL`: `amqp://` or `amqps://` with a host.
+struct AmqpUrl(Secret);
+
+impl FromStr for AmqpUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(s).map_err(|e| e.to_string())?;
+        if !matches!(url.scheme(), "amqp" | "amqps") || url.host().is_none() {
+            return Err("must be an amqp:// or amqps:// URL with a host, like \
+                        amqp://guest:guest@127.0.0.1:5672/%2f"
+                .to_owned());
+        }
+        Ok(Self(Secret::new(s)))
+    }
+}
+
+/// `BKCI_AMQP_QUEUE_PREFIX`: part of queue names, so letters, digits, `-`, `_` and `.` only.
+struct QueuePrefix(String);
+
+impl Default for QueuePrefix {
+    fn default() -> Self {
+        Self("devops-callbacks".to_owned())
+    }
+}
+
+impl FromStr for QueuePrefix {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fits = !s.is_empty()
+            && s.len() <= 100
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if fits {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("must be 1 to 100 of letters, digits, '-', '_' and '.'")
+        }
+    }
+}
+
+/// `BKCI_SERVICE_USER` travels as `X-DEVOPS-UID`, so it must be a header value.
+struct ServiceUser(String);
+
+impl FromStr for ServiceUser {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match reqwest::header::HeaderValue::from_str(s) {
+            Ok(_) if !s.trim().is_empty() => Ok(Self(s.to_owned())),
+            _ => Err("must be a user id of visible ASCII (it is sent as X-DEVOPS-UID)"),
+        }
     }
 }
 

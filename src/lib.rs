@@ -3,6 +3,7 @@
 //! `main.rs` is only the command line; everything it runs lives here so tests can run it too.
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod delivery;
 pub mod domain;
@@ -24,6 +25,7 @@ pub use http::app;
 
 use auth::Authority;
 use auth::gateway::GatewayVerifier;
+use bridge::Bridge;
 use config::{Config, ConfigError};
 use delivery::retention;
 use delivery::sender::Sender;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub sender: Arc<Sender>,
     /// Rung after an intake commits, so idle workers start at once instead of on the next poll.
     pub wake: Arc<Notify>,
+    /// The bk-ci bus bridge, when `BKCI_AMQP_URL` is set; `serve` runs it.
+    pub bridge: Option<Arc<Bridge>>,
 }
 
 impl AppState {
@@ -66,6 +70,12 @@ impl AppState {
             config.allowlist_only,
         ));
         let sender = Arc::new(Sender::new(&config, ssrf.clone())?);
+        let wake = Arc::new(Notify::new());
+        let bridge = config
+            .bridge
+            .clone()
+            .map(|bridge| Bridge::new(bridge, store.clone(), wake.clone()).map(Arc::new))
+            .transpose()?;
         Ok(Self {
             callbacks: CallbackWriter::start(store.clone()),
             authority: Arc::new(Authority::new(&config, store.clone())),
@@ -74,7 +84,8 @@ impl AppState {
             ssrf,
             config: Arc::new(config),
             store,
-            wake: Arc::new(Notify::new()),
+            wake,
+            bridge,
         })
     }
 
@@ -107,6 +118,10 @@ pub async fn serve(
         stop.clone(),
     ));
     let upkeep = tokio::spawn(telemetry::upkeep(stop.clone()));
+    let bridging = state
+        .bridge
+        .clone()
+        .map(|bridge| tokio::spawn(bridge.run(stop.clone())));
     let stopping = stop.clone();
     let limits = ConnectionLimits {
         idle_timeout: state.config.header_read_timeout,
@@ -122,6 +137,9 @@ pub async fn serve(
     stop.cancel();
     if let Err(e) = delivering.await {
         tracing::error!(error = %e, "the delivery workers failed");
+    }
+    if let Some(bridging) = bridging {
+        let _ = bridging.await;
     }
     let _ = sweeping.await;
     let _ = upkeep.await;

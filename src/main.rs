@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `members …`, `healthcheck`.
+//! The command line: `serve` (default), `migrate`, `members …`, `events publish`, `import-bkci`,
+//! `bus replay-parked`, `healthcheck`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use devops_callbacks::delivery::ssrf::SsrfGuard;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
 use devops_callbacks::http::PublishedEvent;
 use devops_callbacks::import;
-use devops_callbacks::{AppState, store, telemetry};
+use devops_callbacks::{AppState, bridge, store, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,11 @@ enum Command {
         /// Decide and report everything, write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The bk-ci bus bridge (configured by BKCI_AMQP_URL and the other BKCI_* bridge settings).
+    Bus {
+        #[command(subcommand)]
+        action: BusAction,
     },
     /// Exit 0 if the service at LISTEN_ADDR (or --url) answers /healthz, else 1.
     Healthcheck {
@@ -108,6 +114,18 @@ enum EventsAction {
     },
 }
 
+#[derive(Subcommand)]
+enum BusAction {
+    /// Move the parked messages (those the bridge could not turn into events) back to the
+    /// bridge's queues of the exchanges they came from, where the running service takes them
+    /// again. Prints how many moved, and how many were kept because they name no exchange.
+    ReplayParked {
+        /// Move at most this many (default: all that are parked when it starts).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     // A missing .env is normal outside development.
     dotenvy::dotenv().ok();
@@ -154,6 +172,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             import_bkci(&config, &mysql_url, &options).await?
         }
+        Command::Bus {
+            action: BusAction::ReplayParked { limit },
+        } => replay_parked(&config, limit).await?,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {
                 let mut addr = config.listen_addr;
@@ -166,6 +187,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn replay_parked(config: &Config, limit: Option<u64>) -> anyhow::Result<()> {
+    let bridge = config
+        .bridge
+        .as_ref()
+        .context("BKCI_AMQP_URL is not set, so there is no bridge and nothing parked")?;
+    let done = bridge::replay_parked(bridge, limit)
+        .await
+        .context("replaying the parked messages")?;
+    println!("replayed {}, kept {}", done.replayed, done.kept);
+    Ok(())
 }
 
 async fn serve(config: Config, gateway: Option<GatewayVerifier>) -> anyhow::Result<()> {

@@ -69,4 +69,14 @@ pub mod names {
     pub const ATTEMPT_DURATION: &str = "devops_callbacks_delivery_attempt_duration_seconds";
     pub const QUEUE: &str = "devops_callbacks_delivery_queue";
     pub const CALLBACKS_DISABLED: &str = "devops_callbacks_callbacks_disabled";
+    /// bk-ci bus messages by exchange and outcome: consumed, acked, parked, requeued.
+    pub const BUS_MESSAGES: &str = "devops_callbacks_bus_messages_total";
+    /// Messages acked without an event, by exchange and reason (what bk-ci drops, or no target).
+    pub const BUS_DROPPED: &str = "devops_callbacks_bus_dropped_total";
+    pub const BUS_LOOKUP_DURATION: &str = "devops_callbacks_bus_lookup_duration_seconds";
+    pub const BUS_LOOKUP_ERRORS: &str = "devops_callbacks_bus_lookup_errors_total";
+    /// Messages waiting in each of the bridge's queues, read from the broker (the consumer lag).
+    pub const BUS_QUEUE_DEPTH: &str = "devops_callbacks_bus_queue_depth";
+    /// 1 while the exchange's queue is being consumed.
+    pub const BUS_CONSUMING: &str = "devops_callbacks_bus_consuming";
 }

@@ -66,3 +66,29 @@ pub async fn pipeline_callbacks(pool: &MySqlPool) -> Result<Vec<PipelineCallback
     .fetch_all(pool)
     .await
 }
+
+/// A pipeline's `T_PIPELINE_INFO` row, soft-deleted or not, as the bus bridge reads it for
+/// DELETE_PIPELINE (no bk-ci service API answers for a deleted pipeline).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PipelineInfoRow {
+    pub name: String,
+    pub last_modify_user: String,
+    /// `UPDATE_TIME` in epoch ms (a `timestamp`, so the session's zone does not matter).
+    pub update_time: i64,
+}
+
+pub async fn pipeline_row(
+    pool: &MySqlPool,
+    project: &str,
+    pipeline: &str,
+) -> Result<Option<PipelineInfoRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT PIPELINE_NAME AS name, LAST_MODIFY_USER AS last_modify_user, \
+             CAST(UNIX_TIMESTAMP(UPDATE_TIME) * 1000 AS SIGNED) AS update_time \
+         FROM T_PIPELINE_INFO WHERE PROJECT_ID = ? AND PIPELINE_ID = ?",
+    )
+    .bind(project)
+    .bind(pipeline)
+    .fetch_optional(pool)
+    .await
+}

@@ -21,15 +21,16 @@ fn mysql_admin_url() -> String {
 const AES_KEY: &str = "bkci-callback-aes-key";
 const SEALED_TOKEN: &str = "uMPAbnziAlf8MlaMrjjh6w==";
 
-/// A bk-ci process database of its own, with the two tables as bk-ci's DDL declares them.
-struct BkciDb {
+/// A bk-ci process database of its own, with the callback tables as bk-ci's DDL declares them
+/// and the columns of `T_PIPELINE_INFO` the bus bridge reads.
+pub struct BkciDb {
     admin: MySqlPool,
     name: String,
     pool: MySqlPool,
 }
 
 impl BkciDb {
-    async fn new() -> Self {
+    pub async fn new() -> Self {
         let admin = MySqlPool::connect(&mysql_admin_url())
             .await
             .expect("MariaDB is up");
@@ -70,17 +71,25 @@ impl BkciDb {
                 UPDATE_TIME datetime NULL,
                 PRIMARY KEY (PROJECT_ID, PIPELINE_ID, NAME)
             ) DEFAULT CHARSET = utf8mb4",
+            "CREATE TABLE T_PIPELINE_INFO (
+                PIPELINE_ID varchar(34) NOT NULL PRIMARY KEY,
+                PROJECT_ID varchar(64) NOT NULL,
+                PIPELINE_NAME varchar(255) NOT NULL,
+                LAST_MODIFY_USER varchar(64) NOT NULL,
+                UPDATE_TIME timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                `DELETE` bit(1) NULL DEFAULT b'0'
+            ) DEFAULT CHARSET = utf8mb4",
         ] {
             sqlx::query(ddl).execute(&pool).await.unwrap();
         }
         Self { admin, name, pool }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("{}/{}", mysql_admin_url(), self.name)
     }
 
-    async fn execute(&self, sql: &str) {
+    pub async fn execute(&self, sql: &str) {
         sqlx::query(sql).execute(&self.pool).await.unwrap();
     }
 
