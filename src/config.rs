@@ -690,6 +690,46 @@ mod tests {
     }
 
     #[test]
+    fn the_bridge_is_off_until_its_url_is_set_and_then_needs_its_lookups() {
+        assert!(config(&[]).unwrap().bridge.is_none());
+        let url = ("BKCI_AMQP_URL", "amqp://guest:secret@127.0.0.1:5672/%2f");
+        let service = ("BKCI_SERVICE_URL", "http://bk-ci.example");
+        let user = ("BKCI_SERVICE_USER", "devops-callbacks");
+        let bridge = config(&[url, service, user]).unwrap().bridge.unwrap();
+        assert_eq!(bridge.queue_prefix, "devops-callbacks");
+        assert_eq!(bridge.declare, DeclareMode::Passive);
+        assert_eq!(bridge.prefetch, 200);
+        assert!(bridge.mysql_url.is_none());
+        for (missing, present) in [
+            ("BKCI_SERVICE_URL", [url, user]),
+            ("BKCI_SERVICE_USER", [url, service]),
+        ] {
+            let err = config(&present).unwrap_err().to_string();
+            assert!(
+                err.contains(missing) && err.contains("BKCI_AMQP_URL"),
+                "{err}"
+            );
+        }
+        for (name, value, words) in [
+            ("BKCI_AMQP_URL", "http://127.0.0.1:5672", "amqp://"),
+            ("BKCI_AMQP_DECLARE", "fanout", "passive, topic, delayed"),
+            ("BKCI_AMQP_QUEUE_PREFIX", "a b", "letters"),
+            ("BKCI_AMQP_PREFETCH", "0", "at least 1"),
+            ("BKCI_AMQP_PREFETCH", "70000", "BKCI_AMQP_PREFETCH"),
+            ("BKCI_ENRICH_ATTEMPTS", "0", "at least 1"),
+            ("BKCI_SERVICE_USER", "a\u{7f}b", "X-DEVOPS-UID"),
+        ] {
+            let err = config(&[url, service, user, (name, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name) && err.contains(words), "{err}");
+        }
+        // The broker's password never shows in an error.
+        let err = config(&[("BKCI_AMQP_URL", "http://guest:secret@host")]).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
     fn the_auth_mode_picks_the_cache_default_and_needs_its_service() {
         assert_eq!(config(&[]).unwrap().auth_cache_ttl, Duration::from_secs(5));
         let bkci = [
