@@ -51,13 +51,15 @@ pub struct Lookups {
 }
 
 impl Lookups {
+    /// Fails on a `BKCI_MYSQL_URL` that is not a MySQL URL (the error's `lookup` names the
+    /// setting); nothing is contacted yet.
     pub fn new(config: &BridgeConfig) -> Result<Self, LookupError> {
         let client = reqwest::Client::builder()
             .timeout(config.lookup_timeout)
             .build()
             .map_err(|e| LookupError {
-                lookup: "http client",
-                reason: e.to_string(),
+                lookup: "BKCI_SERVICE_URL",
+                reason: format!("no HTTP client for bk-ci's services: {e}"),
             })?;
         let mysql = config
             .mysql_url

@@ -59,7 +59,7 @@ impl Bridge {
         wake: Arc<Notify>,
     ) -> Result<Self, ConfigError> {
         let lookups = Lookups::new(&config).map_err(|e| ConfigError {
-            name: "BKCI_MYSQL_URL",
+            name: e.lookup,
             value: "***".to_owned(),
             reason: e.reason,
         })?;

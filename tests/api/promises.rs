@@ -602,6 +602,11 @@ async fn every_unusable_variable_stops_the_start() {
         ("BKCI_AUTH_URL", "http://127.0.0.1:9/"),
         ("BKCI_AUTH_TOKEN", "t"),
     ];
+    let bridge = [
+        ("BKCI_AMQP_URL", "amqp://guest:guest@127.0.0.1:9/%2f"),
+        ("BKCI_SERVICE_URL", "http://127.0.0.1:9/"),
+        ("BKCI_SERVICE_USER", "svc"),
+    ];
     type Vars<'a> = &'a [(&'a str, &'a str)];
     let cases: Vec<(&str, &str, Vars)> = vec![
         ("DATABASE_URL", "mysql://db/callbacks", &[]),
@@ -638,6 +643,16 @@ async fn every_unusable_variable_stops_the_start() {
         ("SHUTDOWN_GRACE_SECS", "-5", &[]),
         ("HISTORY_RETENTION_DAYS", "forever", &[]),
         ("RETENTION_SWEEP_SECS", "0", &[]),
+        ("BKCI_AMQP_URL", "http://rabbit:5672/", &[]),
+        ("BKCI_AMQP_QUEUE_PREFIX", "my queues", &bridge),
+        ("BKCI_AMQP_DECLARE", "fanout", &bridge),
+        ("BKCI_AMQP_PREFETCH", "0", &bridge),
+        ("BKCI_SERVICE_URL", "ftp://bk-ci/", &bridge[..1]),
+        ("BKCI_SERVICE_USER", " ", &bridge[..2]),
+        ("BKCI_MYSQL_URL", "not a url", &bridge),
+        ("BKCI_LOOKUP_TIMEOUT_MS", "0", &bridge),
+        ("BKCI_ENRICH_ATTEMPTS", "0", &bridge),
+        ("BKCI_ENRICH_BACKOFF_MS", "soon", &bridge),
     ];
     // Every variable of the README's configuration table has a case (SERVICE_TOKEN takes any
     // text).
