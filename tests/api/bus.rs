@@ -749,8 +749,9 @@ async fn what_bkci_drops_and_repeated_messages_send_nothing_more() {
     let receiver = Receiver::start().await;
     let (fake, fake_url) = FakeBkci::start().await;
     let vhost = Vhost::new().await;
+    // bk-ci declared its exchanges (the publisher plays it): the default, passive, finds them.
     let bus = vhost.publisher().await;
-    let server = start_bridged(&db, &vhost, &fake_url, &[]).await;
+    let server = start_bridged(&db, &vhost, &fake_url, &[("BKCI_AMQP_DECLARE", "passive")]).await;
     register(
         &server,
         "BUILD_START,BUILD_TASK_END",
@@ -992,8 +993,8 @@ async fn sigterm_and_kill_9_mid_stream_lose_nothing() {
     let db = TestDb::new(Backend::Postgres).await;
     let receiver = Receiver::start().await;
     let (fake, fake_url) = FakeBkci::start().await;
-    // About 300 builds a second, so the stream lasts a few seconds.
-    fake.set_pace(Duration::from_millis(3));
+    // About 200 builds a second, so a stream of hundreds lasts seconds.
+    fake.set_pace(Duration::from_millis(5));
     let vhost = Vhost::new().await;
     let bus = vhost.publisher().await;
     let logs = tempfile::tempdir().unwrap();
@@ -1019,13 +1020,17 @@ async fn sigterm_and_kill_9_mid_stream_lose_nothing() {
             Some(String::new()),
         )
         .await;
-    for n in 0..MESSAGES {
-        bus.publish(
-            BUILD,
-            &build_message("BUILD_START", &format!("b-{n}"), None, None),
-        )
-        .await;
-    }
+    let publish = async |range: std::ops::Range<usize>| {
+        for n in range {
+            bus.publish(
+                BUILD,
+                &build_message("BUILD_START", &format!("b-{n}"), None, None),
+            )
+            .await;
+        }
+    };
+    let third = MESSAGES / 3;
+    publish(0..third).await;
 
     // SIGTERM mid-stream: it stops consuming, finishes what it holds, hands back the rest.
     wait_until("some deliveries", LONG, async || receiver.count() >= 50).await;
@@ -1040,6 +1045,8 @@ async fn sigterm_and_kill_9_mid_stream_lose_nothing() {
         .expect("a stopping server exits")
         .unwrap();
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    // Published while no bridge runs: they wait in our queue.
+    publish(third..2 * third).await;
 
     // kill -9 mid-stream: the messages it held unacked come back from the broker.
     let mut server = ServerProcess::start(&db, logs.path(), "second", &vars).await;
@@ -1052,9 +1059,10 @@ async fn sigterm_and_kill_9_mid_stream_lose_nothing() {
     server.child.wait().await.unwrap();
     let at_kill = builds_arrived(&receiver).0;
     assert!(
-        at_kill < MESSAGES,
+        at_kill < 2 * third,
         "the kill came mid-stream ({at_kill} arrived)"
     );
+    publish(2 * third..MESSAGES).await;
 
     let _third = ServerProcess::start(&db, logs.path(), "third", &vars).await;
     wait_until("every build at the receiver", LONG, async || {
