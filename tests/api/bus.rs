@@ -1008,17 +1008,7 @@ async fn sigterm_and_kill_9_mid_stream_lose_nothing() {
     let mut server = ServerProcess::start(&db, logs.path(), "first", &vars).await;
     vhost.wait_for_bridge().await;
     server
-        .post("/op/projects/demo/members/alice?role=admin", None)
-        .await;
-    let query = format!(
-        "event=BUILD_START&region=IDC&url={}",
-        enc(&receiver.url("/hook"))
-    );
-    server
-        .post(
-            &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
-            Some(String::new()),
-        )
+        .register_event("BUILD_START", &receiver.url("/hook"))
         .await;
     let publish = async |range: std::ops::Range<usize>| {
         for n in range {

@@ -116,14 +116,16 @@ impl ServerProcess {
         body
     }
 
-    /// Makes alice admin of demo and registers one callback to `url`.
+    /// Makes alice admin of demo and registers one BUILD_TASK_END callback to `url`.
     async fn register(&self, url: &str) {
+        self.register_event("BUILD_TASK_END", url).await;
+    }
+
+    /// Makes alice admin of demo and registers one callback of `event` to `url`.
+    pub async fn register_event(&self, event: &str, url: &str) {
         self.post("/op/projects/demo/members/alice?role=admin", None)
             .await;
-        let query = format!(
-            "event=BUILD_TASK_END&region=IDC&url={}",
-            crate::common::enc(url)
-        );
+        let query = format!("event={event}&region=IDC&url={}", crate::common::enc(url));
         self.post(
             &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
             Some(String::new()),

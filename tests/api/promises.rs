@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::common::{
     Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, TestServer, WAIT, assert_error, backend_tests,
-    binary_command, cli, enc, start_delivering as start, strip_ansi, wait_until,
+    binary_command, cli, start_delivering as start, strip_ansi, wait_until,
 };
 use crate::processes::ServerProcess;
 use crate::receiver::{Answer, Receiver};
@@ -397,17 +397,7 @@ async fn the_drain_records_attempts_in_flight_and_stops_taking_requests(backend:
     ];
     let mut server = ServerProcess::start(&db, logs.path(), "drain", &vars).await;
     server
-        .post("/op/projects/demo/members/alice?role=admin", None)
-        .await;
-    let query = format!(
-        "event=BUILD_END&region=IDC&url={}",
-        enc(&receiver.url("/drain"))
-    );
-    server
-        .post(
-            &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
-            Some(String::new()),
-        )
+        .register_event("BUILD_END", &receiver.url("/drain"))
         .await;
     for i in 0..COUNT {
         server
