@@ -44,15 +44,20 @@ pub(super) async fn consume(shared: Arc<Shared>, exchange: Exchange, stop: Cance
                 tracing::info!(exchange = exchange.name, queue = %session.queue, "consuming bk-ci's bus");
                 backoff = Duration::from_millis(500);
                 metrics::gauge!(names::BUS_CONSUMING, "exchange" => exchange.name).set(1.0);
+                shared.status.attached(exchange.name, Ok(()));
                 session.run(&shared, &stop).await;
                 metrics::gauge!(names::BUS_CONSUMING, "exchange" => exchange.name).set(0.0);
+                shared.status.detached(exchange.name);
             }
-            Err(error) => tracing::warn!(
-                exchange = exchange.name,
-                %error,
-                retry_in_ms = backoff.as_millis() as u64,
-                "cannot consume bk-ci's bus"
-            ),
+            Err(error) => {
+                tracing::warn!(
+                    exchange = exchange.name,
+                    %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "cannot consume bk-ci's bus"
+                );
+                shared.status.attached(exchange.name, Err(error.to_string()));
+            }
         }
         if !sleep_unless_stopped(backoff, &stop).await {
             return;

@@ -11,12 +11,14 @@
 //!   then the ack (or parking, or a requeue when stopping).
 //! - `parked`: the dead-letter queue of messages that could not be turned into events, and its
 //!   replay.
+//! - `status`: where each queue stands, for the console.
 
 mod body;
 mod consumer;
 mod lookup;
 mod message;
 mod parked;
+mod status;
 mod topology;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use parked::replay_parked;
+pub use status::QueueState;
 
 use crate::config::{BridgeConfig, ConfigError};
 use crate::store::DeliveryQueue;
@@ -49,6 +52,7 @@ struct Shared {
     wake: Arc<Notify>,
     lookups: Lookups,
     link: Link,
+    status: status::Status,
 }
 
 impl Bridge {
@@ -66,12 +70,18 @@ impl Bridge {
         Ok(Self {
             shared: Arc::new(Shared {
                 link: Link::new(&config),
+                status: status::Status::new(&config.queue_prefix),
                 config,
                 store,
                 wake,
                 lookups,
             }),
         })
+    }
+
+    /// Each of our queues (the parked one last): consumed or not, why not, and its depth.
+    pub fn status(&self) -> Vec<QueueState> {
+        self.shared.status.snapshot()
     }
 
     /// Consumes every exchange until `stop`; then stops consuming, lets the messages in hand
@@ -160,6 +170,7 @@ async fn watch_depth(shared: Arc<Shared>, stop: CancellationToken) {
                 Ok(declared) => {
                     metrics::gauge!(names::BUS_QUEUE_DEPTH, "queue" => queue.clone())
                         .set(f64::from(declared.message_count()));
+                    shared.status.depth(queue, declared.message_count());
                 }
                 Err(_) => channel = None,
             }

@@ -2,6 +2,7 @@
 //! depend on nothing else in the crate but `secrets::Secret`.
 
 mod callback;
+mod console;
 mod delivery;
 mod headers;
 mod ids;
@@ -12,6 +13,7 @@ pub use callback::{
     Callback, GlobalCallback, ImportOutcome, ImportedCallback, ImportedPipelineCallback, Member,
     NewCallback, NewPipelineCallback, PipelineCallback,
 };
+pub use console::{AttemptBucket, CallbackSearch, ProjectSummary, RegisteredCallback};
 pub use delivery::{
     Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, EventRoute, HeaderPair, HistoryEntry,
     HistoryFilter, NewEvent, Published,

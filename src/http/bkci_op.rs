@@ -349,8 +349,12 @@ async fn set_by_id(
         project: &project,
         ids: &params.callback_ids.0,
     };
-    set_enabled(state, selection, enabled).await
+    set_enabled(state, selection, enabled, OP_DISABLE_REASON).await?;
+    Ok(Envelope::ok(true))
 }
+
+/// Why the op routes' disable disabled a callback.
+const OP_DISABLE_REASON: &str = "disabled through the op API";
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -394,21 +398,24 @@ async fn enable_by_url(
         project: project.as_ref(),
         url: &params.url,
     };
-    set_enabled(&state, selection, true).await
+    set_enabled(&state, selection, true, OP_DISABLE_REASON).await?;
+    Ok(Envelope::ok(true))
 }
 
-/// `true` whether or not any callback matched, as bk-ci answers.
-async fn set_enabled(
+/// Enables the selected callbacks of any level (clearing their failure state) or disables them
+/// with `reason` (the op routes and the console); answers how many it touched. The op routes
+/// answer `true` whether or not any matched, as bk-ci does.
+pub(super) async fn set_enabled(
     state: &AppState,
     selection: Selection<'_>,
     enabled: bool,
-) -> Result<Envelope<bool>> {
-    let reason = (!enabled).then_some("disabled through the op API");
-    state
+    reason: &str,
+) -> Result<u64> {
+    let reason = (!enabled).then_some(reason);
+    Ok(state
         .store
         .set_callbacks_enabled(selection, enabled, reason)
-        .await?;
-    Ok(Envelope::ok(true))
+        .await?)
 }
 
 #[cfg(test)]

@@ -244,10 +244,17 @@ type CallbackAdmin = ProjectAdmin<Query<IdParams<CallbackRecord>>>;
 )]
 async fn remove(State(state): State<AppState>, admin: CallbackAdmin) -> Result<Envelope<bool>> {
     let Query(IdParams { id, .. }) = admin.input;
-    if !state.store.delete_callback(&admin.project, id).await? {
+    delete(&state, &admin.project, id).await?;
+    Ok(Envelope::ok(true))
+}
+
+/// Deletes a project-level (or global) callback of `project` (this route, the global delete and
+/// the console); 2101136 when there is none.
+pub(super) async fn delete(state: &AppState, project: &ProjectId, id: CallbackId) -> Result<()> {
+    if !state.store.delete_callback(project, id).await? {
         return Err(AppError::CallbackNotFound(id));
     }
-    Ok(Envelope::ok(true))
+    Ok(())
 }
 
 /// Enables a callback and clears its failure state. Admin only.

@@ -75,6 +75,13 @@ fn public_message(error: &AppError, status: StatusCode) -> String {
     }
 }
 
+/// The HTTP status of `error` and the text a client may read, for answers that are not the
+/// envelope (the console's pages); pass the answer through [`AppError::noted`].
+pub(super) fn public_parts(error: &AppError) -> (StatusCode, String) {
+    let status = http_status(error);
+    (status, public_message(error, status))
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = http_status(&self);
@@ -86,8 +93,17 @@ impl IntoResponse for AppError {
                 _ => None,
             },
         };
-        let mut response = (status, envelope).into_response();
-        match &self {
+        self.noted((status, envelope).into_response())
+    }
+}
+
+impl AppError {
+    /// `response`, the answer to this error, with its cause logged as every error's is: a
+    /// server error's detail goes with the response to the logging middleware, a refused write
+    /// is logged now, an outage not at all (the store logs it once).
+    pub(super) fn noted(&self, mut response: Response) -> Response {
+        let status = response.status();
+        match self {
             // An outage is logged by the store when it starts and when it ends, not per request.
             AppError::Store(e) if e.is_unavailable() => {}
             AppError::Store(e) if !status.is_server_error() => {

@@ -8,8 +8,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{CallbackId, ProjectId};
-use crate::error::{AppError, Result};
-use crate::http::callbacks::{CallbackRecord, page_of, register};
+use crate::error::Result;
+use crate::http::callbacks::{self, CallbackRecord, page_of, register};
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{Caller, Path, Query, ServiceCaller, ServiceTokenHeader};
 use crate::http::paging::{Page, PageParams};
@@ -75,12 +75,6 @@ async fn remove(
 
 /// Deletes global callback `id` (this route and bk-ci's op delete); 2101136 when there is none.
 pub(super) async fn delete_global(state: &AppState, id: CallbackId) -> Result<Envelope<bool>> {
-    if !state
-        .store
-        .delete_callback(&ProjectId::global(), id)
-        .await?
-    {
-        return Err(AppError::CallbackNotFound(id));
-    }
+    callbacks::delete(state, &ProjectId::global(), id).await?;
     Ok(Envelope::ok(true))
 }

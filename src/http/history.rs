@@ -238,9 +238,22 @@ async fn retry(
         ..
     }: ProjectAdmin<Query<IdParams<HistoryRecord>>>,
 ) -> Result<Envelope<bool>> {
+    Ok(match resend_history(&state, &project, id).await? {
+        None => Envelope::ok(true),
+        Some(reason) => Envelope::ok_with_message(false, format!("the re-send failed: {reason}")),
+    })
+}
+
+/// Re-sends history row `id` of `project` (this route and the console): why it failed, `None`
+/// when it was delivered.
+pub(super) async fn resend_history(
+    state: &AppState,
+    project: &ProjectId,
+    id: i64,
+) -> Result<Option<String>> {
     let entry = state
         .store
-        .find_history(&project, id)
+        .find_history(project, id)
         .await?
         .ok_or(AppError::HistoryNotFound(id))?;
     let target = state
@@ -256,11 +269,7 @@ async fn retry(
         entry,
         target,
     ));
-    let error = resend
+    Ok(resend
         .await
-        .map_err(|e| AppError::Internal(format!("re-send task failed: {e}")))??;
-    Ok(match error {
-        None => Envelope::ok(true),
-        Some(reason) => Envelope::ok_with_message(false, format!("the re-send failed: {reason}")),
-    })
+        .map_err(|e| AppError::Internal(format!("re-send task failed: {e}")))??)
 }

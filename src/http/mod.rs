@@ -2,6 +2,7 @@
 
 mod bkci_op;
 mod callbacks;
+mod console;
 mod envelope;
 mod error;
 mod events;
@@ -113,12 +114,14 @@ pub fn app(state: AppState) -> Router {
         .to_json()
         .expect("the OpenAPI document serializes")
         .into();
+    let console = console::router(state.clone());
     let routes = routes
         .route(
             "/openapi.json",
             get(move || serve_document(document.clone())),
         )
-        .with_state(state);
+        .with_state(state)
+        .merge(console);
     with_edges(routes, limits)
 }
 
@@ -229,11 +232,12 @@ async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Res
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::error!(status = response.status().as_u16(), "{detail}");
     }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || response.status().is_success() {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is_json = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // The console answers with pages and redirects of its own.
+    let is_page = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    let status = response.status();
+    if is_json || is_page || status.is_success() || status.is_redirection() {
         return response;
     }
     let error = match response.status() {

@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::domain::{
-    CallbackEvent, CallbackName, NewPipelineCallback, PipelineCallback, PipelineId, Region,
+    CallbackEvent, CallbackName, NewPipelineCallback, PipelineCallback, PipelineId, ProjectId,
+    Region,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorResponse};
@@ -301,11 +302,21 @@ async fn remove(
         ..
     }: ProjectAdmin<InPipeline<Query<NameParams>>>,
 ) -> Result<Envelope<bool>> {
-    state
-        .store
-        .delete_pipeline_callback(&project, &pipeline, &callback_name)
-        .await?;
+    delete(&state, &project, &pipeline, &callback_name).await?;
     Ok(Envelope::ok(true))
+}
+
+/// Deletes the pipeline's callback of that name, if there is one (this route and the console).
+pub(super) async fn delete(
+    state: &AppState,
+    project: &ProjectId,
+    pipeline: &PipelineId,
+    name: &CallbackName,
+) -> Result<()> {
+    Ok(state
+        .store
+        .delete_pipeline_callback(project, pipeline, name)
+        .await?)
 }
 
 #[cfg(test)]

@@ -10,12 +10,12 @@ use tokio::sync::Notify;
 
 use super::fault::Faults;
 use super::{
-    CallbackStore, Claim, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
+    CallbackStore, Claim, ConsoleStore, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
     Maintenance, MemberStore, PipelineCallbackStore, QueueStats, SecretTokenCounts, Selection,
     StoreResult,
 };
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
+    AttemptBucket, Callback, CallbackSearch, ProjectSummary, RegisteredCallback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
     EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
     ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
     NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
@@ -319,5 +319,64 @@ impl<S: ImportStore> ImportStore for Guarded<S> {
 
     async fn sync_callback_ids(&self) -> StoreResult<()> {
         self.faults.retried(|| self.inner.sync_callback_ids()).await
+    }
+}
+
+/// Reads only: each is retried.
+#[async_trait]
+impl<S: ConsoleStore> ConsoleStore for Guarded<S> {
+    async fn project_summaries(
+        &self,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<ProjectSummary>)> {
+        self.faults
+            .retried(|| self.inner.project_summaries(page))
+            .await
+    }
+
+    async fn search_callbacks(
+        &self,
+        search: &CallbackSearch,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<RegisteredCallback>)> {
+        self.faults
+            .retried(|| self.inner.search_callbacks(search, page))
+            .await
+    }
+
+    async fn find_callback(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+    ) -> StoreResult<Option<RegisteredCallback>> {
+        self.faults
+            .retried(|| self.inner.find_callback(project, id))
+            .await
+    }
+
+    async fn disabled_callbacks(&self, limit: u32) -> StoreResult<Vec<RegisteredCallback>> {
+        self.faults
+            .retried(|| self.inner.disabled_callbacks(limit))
+            .await
+    }
+
+    async fn attempt_buckets(
+        &self,
+        from: EpochMillis,
+        width: EpochMillis,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        self.faults
+            .retried(|| self.inner.attempt_buckets(from, width))
+            .await
+    }
+
+    async fn delivery_history(
+        &self,
+        project: &ProjectId,
+        delivery: i64,
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        self.faults
+            .retried(|| self.inner.delivery_history(project, delivery))
+            .await
     }
 }

@@ -1,5 +1,5 @@
 //! The repository: one trait per user of the store (`CallbackStore`, `PipelineCallbackStore`,
-//! `MemberStore`, `DeliveryQueue`, `HistoryStore`, `Maintenance`; `Store` is all of them), implemented once in
+//! `MemberStore`, `DeliveryQueue`, `HistoryStore`, `ConsoleStore`, `Maintenance`; `Store` is all of them), implemented once in
 //! `sql/` for PostgreSQL and SQLite alike. All SQL lives below here.
 
 mod error;
@@ -24,7 +24,7 @@ use crate::secrets::Sealer;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    Callback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
+    AttemptBucket, Callback, CallbackSearch, ProjectSummary, RegisteredCallback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
     EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
     ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
     NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
@@ -266,6 +266,51 @@ pub trait HistoryStore: Send + Sync {
     ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
 }
 
+/// What the operators' console reads besides what the API reads (its actions go through the
+/// API's own methods).
+#[async_trait]
+pub trait ConsoleStore: Send + Sync {
+    /// The total count and one page of the projects (the global scope among them) that have
+    /// callbacks, by id, with how many they have and how many of those are disabled.
+    async fn project_summaries(
+        &self,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<ProjectSummary>)>;
+
+    /// The total count and one page of the callbacks of every level that `search` finds, by
+    /// project, newest first.
+    async fn search_callbacks(
+        &self,
+        search: &CallbackSearch,
+        page: PageRequest,
+    ) -> StoreResult<(u64, Vec<RegisteredCallback>)>;
+
+    /// One callback of the project, of any level.
+    async fn find_callback(
+        &self,
+        project: &ProjectId,
+        id: CallbackId,
+    ) -> StoreResult<Option<RegisteredCallback>>;
+
+    /// The disabled callbacks of every project, last changed first, at most `limit`.
+    async fn disabled_callbacks(&self, limit: u32) -> StoreResult<Vec<RegisteredCallback>>;
+
+    /// The attempts recorded since `from`, counted by outcome in slices of `width` ms; slices
+    /// without attempts are left out.
+    async fn attempt_buckets(
+        &self,
+        from: EpochMillis,
+        width: EpochMillis,
+    ) -> StoreResult<Vec<AttemptBucket>>;
+
+    /// Every attempt of one of the project's deliveries, newest first.
+    async fn delivery_history(
+        &self,
+        project: &ProjectId,
+        delivery: i64,
+    ) -> StoreResult<Vec<HistoryEntry>>;
+}
+
 /// Start-up, readiness, retention, metrics and the key operations of the CLI.
 #[async_trait]
 pub trait Maintenance: Send + Sync {
@@ -328,6 +373,7 @@ pub trait Store:
     + MemberStore
     + DeliveryQueue
     + HistoryStore
+    + ConsoleStore
     + Maintenance
     + ImportStore
     + 'static
@@ -340,6 +386,7 @@ impl<S> Store for S where
         + MemberStore
         + DeliveryQueue
         + HistoryStore
+        + ConsoleStore
         + Maintenance
         + ImportStore
         + 'static

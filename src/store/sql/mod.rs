@@ -8,6 +8,7 @@
 //! carry such bounds from a trait to its users, so each impl states them.
 
 mod callbacks;
+mod console;
 mod history;
 mod import;
 mod intake;
