@@ -7,7 +7,9 @@
 #
 # Reports messages/s from the first publish to the last arrival, the p50/p99/max latency from
 # each message's publish to its body's arrival at the receiver, how many record lookups bk-ci
-# answered (messages of one build that arrive together share one), and the service's peak RSS.
+# answered (messages of one build that arrive together share one), the CPU milliseconds per
+# message of the service, of the PostgreSQL backends serving it and of RabbitMQ (whole broker),
+# and the service's peak RSS.
 # The messages come 10 per build, as a build's life sends them.
 #
 # Needs psql, rabbitmqctl (the local RabbitMQ, guest/guest on 127.0.0.1:5672) and a PostgreSQL
@@ -18,6 +20,7 @@
 # Environment:
 #   BENCH_DATABASE_URL   admin connection used to create/drop the bench database
 #   BENCH_MESSAGES       messages to publish (default 20000)
+#   BENCH_BACKEND        postgres (default) or sqlite (a file in the work directory)
 #   BENCH_BUILD          0 skips `cargo build` and uses the binaries already in the target dir
 #
 # Exit status: 0 the target was met (>= 3000 messages/s, nothing missing or duplicated), 1 an
@@ -59,7 +62,11 @@ for binary in "$SERVICE_BIN" "$DRIVER_BIN"; do
 done
 
 bench_workdir
-create_database
+case "${BENCH_BACKEND:-postgres}" in
+postgres) create_database ;;
+sqlite) DATABASE_URL="sqlite://$WORK/bench.db" ;;
+*) die "BENCH_BACKEND must be postgres or sqlite" ;;
+esac
 VHOST="dc-bench-$$"
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 drop_vhost() { rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true; }
@@ -86,11 +93,48 @@ start_process service env \
 wait_ready service "$BASE/readyz"
 echo "bench: service at $BASE (pid $(process_pid service)), $MESSAGES messages to publish"
 
+# cpu_ticks PID...: user + system clock ticks the processes have used (0 for one that is gone).
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        if fields="$(cat "/proc/$pid/stat" 2>/dev/null)"; then
+            # Fields 14 and 15 after the command, which may hold spaces, in parentheses.
+            fields="${fields##*) }"
+            read -r -a parts <<<"$fields"
+            total=$((total + parts[11] + parts[12]))
+        fi
+    done
+    echo "$total"
+}
+# The PostgreSQL backends serving the bench database (the service's pool).
+bench_backends() {
+    [[ -n "$DB_NAME" ]] || return 0
+    psql_admin -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB_NAME'" | tr '\n' ' '
+}
+broker_pids() { pgrep -d ' ' -f beam.smp || true; }
+
 OUTPUT="$WORK/driver.out"
+SERVICE_PID="$(process_pid service)"
+BACKENDS_BEFORE="$(bench_backends)"
+declare -A TICKS=(
+    [service]="$(cpu_ticks "$SERVICE_PID")"
+    [postgres]="$(cpu_ticks $BACKENDS_BEFORE)"
+    [rabbitmq]="$(cpu_ticks $(broker_pids))"
+)
 SERVICE_URL="$BASE" SERVICE_TOKEN="$TOKEN" AMQP_URL="$AMQP_URL" \
     QUEUE="engine.pipeline.build.callback.fanout.$PREFIX" \
     FAKE_ADDR="127.0.0.1:$FAKE_PORT" RECEIVER_ADDR="127.0.0.1:$RECEIVER_PORT" \
     MESSAGES="$MESSAGES" "$DRIVER_BIN" | tee "$OUTPUT"
+# Backends that came up during the run count whole; those that were there, from the start.
+BACKENDS_AFTER="$(bench_backends)"
+NEW_BACKENDS="$(comm -13 <(tr ' ' '\n' <<<"$BACKENDS_BEFORE" | sort) <(tr ' ' '\n' <<<"$BACKENDS_AFTER" | sort) | tr '\n' ' ')"
+HZ="$(getconf CLK_TCK)"
+per_message() { # per_message TICKS: CPU ms per message
+    awk -v t="$1" -v hz="$HZ" -v n="$MESSAGES" 'BEGIN { printf "%.3f", t * 1000 / hz / n }'
+}
+echo "service_cpu_ms_per_message=$(per_message $(($(cpu_ticks "$SERVICE_PID") - TICKS[service])))"
+echo "postgres_cpu_ms_per_message=$(per_message $(($(cpu_ticks $BACKENDS_BEFORE) - TICKS[postgres] + $(cpu_ticks $NEW_BACKENDS))))"
+echo "rabbitmq_cpu_ms_per_message=$(per_message $(($(cpu_ticks $(broker_pids)) - TICKS[rabbitmq])))"
 PEAK_KB="$(awk '/^VmHWM:/ { print $2 }' "/proc/$(process_pid service)/status")"
 echo "service_peak_rss_mb=$(awk -v kb="$PEAK_KB" 'BEGIN { printf "%.1f", kb / 1024 }')"
 

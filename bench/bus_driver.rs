@@ -158,6 +158,7 @@ async fn main() {
     );
     println!("latency_p50_ms={:.1}", percentile(0.50));
     println!("latency_p99_ms={:.1}", percentile(0.99));
+    println!("driver_cpu_secs={:.2}", own_cpu_secs());
     println!(
         "latency_max_ms={:.1}",
         latencies.last().copied().unwrap_or(f64::NAN)
@@ -290,4 +291,20 @@ async fn wait_for_consumer(connection: &Connection, queue: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`: what playing
+/// bk-ci and the receiver cost the machine, beside the service.
+fn own_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_command = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_command.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, fields 14 and 15 of the line: 11 and 12 after the command; 100 Hz.
+    (ticks(11) + ticks(12)) / 100.0
 }
