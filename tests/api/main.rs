@@ -7,6 +7,7 @@ mod callbacks;
 mod cli;
 mod common;
 mod compat;
+mod console;
 mod completeness;
 mod delivery;
 mod edges;
