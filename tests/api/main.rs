@@ -2,6 +2,7 @@
 
 mod bkci;
 mod bkci_op;
+mod browser;
 mod bus;
 mod callbacks;
 mod cli;
