@@ -15,6 +15,7 @@ use crate::common::{Backend, SERVICE_TOKEN, TestDb, backend_tests, public_url, s
 backend_tests!(
     a_wrong_token_is_refused,
     a_form_without_the_csrf_token_is_refused,
+    pages_fit_a_phone_and_work_from_the_keyboard,
 );
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -220,5 +221,59 @@ async fn a_form_without_the_csrf_token_is_refused(backend: Backend) {
     browser.wait_for_text("disabled.").await;
     let (_, list) = server.list("demo", "alice", "").await;
     assert_eq!(list["data"]["records"][0]["enable"], false, "{list}");
+    browser.close().await;
+}
+
+/// Whether the page is no wider than the window (nothing to scroll sideways but inside tables).
+async fn fits(browser: &Browser) -> bool {
+    let fits = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    fits.as_bool().unwrap()
+}
+
+async fn pages_fit_a_phone_and_work_from_the_keyboard(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = start_delivering(&db, &[]).await;
+    let long = format!("{}?{}", public_url("a-rather-long/path"), "x=1&".repeat(40));
+    server.register("demo", "alice", "BUILD_END", &long, None).await;
+    server
+        .register("demo", "alice", "BUILD_START", &public_url("short"), None)
+        .await;
+    let browser = Browser::start().await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let base = server.url("");
+    browser.sign_in(&base, "ops", SERVICE_TOKEN).await;
+    browser.wait_for("#queue-due").await;
+    assert!(fits(&browser).await, "the overview is wider than a phone");
+    // The search field, then Enter: the form is submitted from the keyboard.
+    browser.goto(&format!("{base}/console/projects")).await;
+    browser
+        .type_into("#q", &format!("short{}", fantoccini::key::Key::Enter))
+        .await;
+    browser.wait_for("#callbacks").await;
+    assert_eq!(browser.path().await, "/console/projects?q=short");
+    let rows = browser
+        .client
+        .find_all(Locator::Css("#callbacks tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(fits(&browser).await, "search results are wider than a phone");
+    browser.goto(&format!("{base}/console/projects/demo")).await;
+    browser.wait_for("#callbacks").await;
+    assert!(fits(&browser).await, "a long URL widens the page");
+    // Tab reaches the skip link first, then the navigation.
+    let active = "return document.activeElement.textContent";
+    browser.client.execute("document.activeElement.blur()", vec![]).await.unwrap();
+    browser.wait_for("body").await.send_keys(&fantoccini::key::Key::Tab.to_string()).await.unwrap();
+    let first = browser.client.execute(active, vec![]).await.unwrap();
+    assert_eq!(first, "Skip to the content");
+    browser.screenshot("phone-callbacks").await;
     browser.close().await;
 }

@@ -145,7 +145,7 @@ fn disabled_list(disabled: &[RegisteredCallback], zone: chrono_tz::Tz) -> Markup
                 p { "None: every callback is enabled." }
             } @else {
                 div.scroll {
-                    table #disabled {
+                    table.cards #disabled {
                         thead { tr {
                             th scope="col" { "Callback" }
                             th scope="col" { "Project" }
@@ -158,12 +158,12 @@ fn disabled_list(disabled: &[RegisteredCallback], zone: chrono_tz::Tz) -> Markup
                             @for registered in disabled {
                                 @let c = &registered.callback;
                                 tr {
-                                    td { (callback_link(c)) }
-                                    td { (c.project_id) }
-                                    td { (level(registered)) }
-                                    td { (c.event) }
-                                    td { (c.disabled_reason.as_deref().unwrap_or("—")) }
-                                    td { (layout::at(c.updated_at, zone)) }
+                                    td data-label="Callback" { (callback_link(c)) }
+                                    td data-label="Project" { (c.project_id) }
+                                    td data-label="Level" { (level(registered)) }
+                                    td data-label="Event" { (c.event) }
+                                    td data-label="Reason" { (c.disabled_reason.as_deref().unwrap_or("—")) }
+                                    td data-label="Changed" { (layout::at(c.updated_at, zone)) }
                                 }
                             }
                         }
@@ -184,7 +184,7 @@ fn bridge_state(bridge: Option<&[QueueState]>) -> Markup {
             @match bridge {
                 None => p #bridge-off { "Not configured (BKCI_AMQP_URL is not set)." },
                 Some(queues) => div.scroll {
-                    table #bridge {
+                    table.cards #bridge {
                         thead { tr {
                             th scope="col" { "Queue" }
                             th scope="col" { "bk-ci exchange" }
@@ -195,11 +195,11 @@ fn bridge_state(bridge: Option<&[QueueState]>) -> Markup {
                         tbody {
                             @for q in queues {
                                 tr {
-                                    td { (q.queue) }
-                                    td { (q.exchange.unwrap_or("— (parked messages)")) }
-                                    td { @if q.consuming { "yes" } @else { "no" } }
-                                    td { @match q.depth { Some(depth) => (depth), None => "—" } }
-                                    td { (q.last_error.as_deref().unwrap_or("—")) }
+                                    td data-label="Queue" { (q.queue) }
+                                    td data-label="bk-ci exchange" { (q.exchange.unwrap_or("— (parked messages)")) }
+                                    td data-label="Consumed" { @if q.consuming { "yes" } @else { "no" } }
+                                    td data-label="Waiting" { @match q.depth { Some(depth) => (depth), None => "—" } }
+                                    td data-label="Last error" { (q.last_error.as_deref().unwrap_or("—")) }
                                 }
                             }
                         }

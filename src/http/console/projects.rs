@@ -67,16 +67,16 @@ pub(super) async fn list(
                 @if projects.is_empty() {
                     p { "No callbacks are registered yet." }
                 } @else {
-                    div.scroll { table #projects {
+                    div.scroll { table.cards #projects {
                         thead { tr {
                             th scope="col" { "Project" }
                             th scope="col" { "Callbacks" }
                             th scope="col" { "Disabled" }
                         } }
                         tbody { @for p in &projects { tr {
-                            td { a href={ "/console/projects/" (p.project_id) } { (scope_name(&p.project_id)) } }
-                            td { (p.callbacks) }
-                            td { (p.disabled) }
+                            td data-label="Project" { a href={ "/console/projects/" (p.project_id) } { (scope_name(&p.project_id)) } }
+                            td data-label="Callbacks" { (p.callbacks) }
+                            td data-label="Disabled" { (p.disabled) }
                         } } }
                     } }
                     (layout::pager(count, listing.page(), |n| listing.link("/console/projects", n)))
@@ -138,7 +138,7 @@ fn callback_table(
             p #no-callbacks { "No callback matches." }
         } @else {
             p { (count) " callbacks" }
-            div.scroll { table #callbacks {
+            div.scroll { table.cards #callbacks {
                 thead { tr {
                     th scope="col" { "URL" }
                     th scope="col" { "Project" }
@@ -150,12 +150,12 @@ fn callback_table(
                 tbody { @for registered in &found {
                     @let c = &registered.callback;
                     tr {
-                        td { (callback_link(c)) }
-                        td { (c.project_id) }
-                        td { (level(registered)) }
-                        td { (c.event) }
-                        td { (state(c, zone)) }
-                        td.actions { (actions(operator, c)) }
+                        td data-label="URL" { (callback_link(c)) }
+                        td data-label="Project" { (c.project_id) }
+                        td data-label="Level" { (level(registered)) }
+                        td data-label="Event" { (c.event) }
+                        td data-label="State" { (state(c, zone)) }
+                        td.actions data-label="Actions" { (actions(operator, c)) }
                     }
                 } }
             } }
