@@ -23,6 +23,7 @@ mod processes;
 mod promises;
 mod readme;
 mod receiver;
+mod recovery;
 mod resilience;
 mod secrets;
 mod wakeup;

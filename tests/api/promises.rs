@@ -156,7 +156,7 @@ async fn pending_deliveries_of_a_deleted_callback_are_cancelled_with_the_reason(
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) FROM deliveries WHERE status = 'CANCELLED' \
-             AND last_error LIKE '%callback was deleted%'"
+             AND cancel_reason = 'the callback was deleted'"
         )
         .await,
         1,
