@@ -6,8 +6,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 use super::rows::{RECOVER_JOB_COLUMNS, RecoverJobRow};
 use super::{Backend, RowsAffected, SqlStore, json_rows};
 use crate::domain::{
-    CANCELLED_DELETED, CANCELLED_DISABLED, NewRecovery, ProjectId, RecoverJob, RecoverJobId,
-    RecoverState, RecoveryBatch, RecoveryStart, now_millis,
+    CANCELLED_DELETED, CANCELLED_DISABLED, EpochMillis, NewRecovery, ProjectId, RecoverJob,
+    RecoverJobId, RecoverState, RecoveryBatch, RecoveryStart, now_millis,
 };
 use crate::store::{RecoveryStore, StoreResult};
 
@@ -135,18 +135,7 @@ where
         }
         let batch = i64::from(batch);
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
-        let job: Option<RunningJob> = sqlx::query_as(&format!(
-            "SELECT id, callback_id, window_from, window_to, cursor_id, last_id \
-             FROM recover_jobs j WHERE state = 'RUNNING' \
-               AND (SELECT COUNT(*) FROM deliveries d WHERE d.recover_job_id = j.id \
-                      AND d.status = 'PENDING' AND d.attempts <= d.retry_base) < $1 \
-             ORDER BY id LIMIT 1 {}",
-            B::SKIP_LOCKED
-        ))
-        .bind(batch)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(job) = job else {
+        let Some(job) = Self::take_job(&mut tx, batch).await? else {
             return Ok(None);
         };
         let now = now_millis();
@@ -155,29 +144,78 @@ where
                 .bind(job.callback_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if enabled != Some(true) {
-            let why = if enabled.is_none() {
-                CANCELLED_DELETED
-            } else {
-                CANCELLED_DISABLED
-            };
-            sqlx::query(
-                "UPDATE recover_jobs SET state = 'CANCELLED', reason = $2, updated_at = $3 \
-                 WHERE id = $1",
-            )
-            .bind(job.id)
-            .bind(why)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Some(RecoveryBatch {
-                job: job.id,
-                requeued: 0,
-                through: job.cursor_id,
-                state: RecoverState::Cancelled,
-            }));
-        }
+        let done = match enabled {
+            Some(true) => Self::requeue(&mut tx, &job, batch, now).await?,
+            None => Self::stop(&mut tx, &job, CANCELLED_DELETED, now).await?,
+            Some(false) => Self::stop(&mut tx, &job, CANCELLED_DISABLED, now).await?,
+        };
+        tx.commit().await?;
+        Ok(Some(done))
+    }
+}
+
+/// The steps of a batch, each inside its transaction.
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    /// Locks the first running job with room: fewer than `batch` of its re-queued deliveries
+    /// wait for their attempt. A job another runner holds is passed over.
+    async fn take_job(
+        connection: &mut <B::Db as Database>::Connection,
+        batch: i64,
+    ) -> Result<Option<RunningJob>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT id, callback_id, window_from, window_to, cursor_id, last_id \
+             FROM recover_jobs j WHERE state = 'RUNNING' \
+               AND (SELECT COUNT(*) FROM deliveries d WHERE d.recover_job_id = j.id \
+                      AND d.status = 'PENDING' AND d.attempts <= d.retry_base) < $1 \
+             ORDER BY id LIMIT 1 {}",
+            B::SKIP_LOCKED
+        ))
+        .bind(batch)
+        .fetch_optional(connection)
+        .await
+    }
+
+    /// Cancels a job whose callback is gone or disabled.
+    async fn stop(
+        connection: &mut <B::Db as Database>::Connection,
+        job: &RunningJob,
+        why: &str,
+        now: EpochMillis,
+    ) -> Result<RecoveryBatch, sqlx::Error> {
+        sqlx::query(
+            "UPDATE recover_jobs SET state = 'CANCELLED', reason = $2, updated_at = $3 \
+             WHERE id = $1",
+        )
+        .bind(job.id)
+        .bind(why)
+        .bind(now)
+        .execute(connection)
+        .await?;
+        Ok(RecoveryBatch {
+            job: job.id,
+            requeued: 0,
+            through: job.cursor_id,
+            state: RecoverState::Cancelled,
+        })
+    }
+
+    /// Re-queues the job's next `batch` deliveries after its cursor and moves the cursor past
+    /// them; fewer than `batch` left means the job is done.
+    async fn requeue(
+        connection: &mut <B::Db as Database>::Connection,
+        job: &RunningJob,
+        batch: i64,
+        now: EpochMillis,
+    ) -> Result<RecoveryBatch, sqlx::Error> {
         let ids: Vec<i64> = sqlx::query_scalar(&format!(
             "SELECT id FROM deliveries WHERE {ENDED_IN_WINDOW} AND id > $4 AND id <= $5 \
              ORDER BY id LIMIT $6"
@@ -188,37 +226,32 @@ where
         .bind(job.cursor_id)
         .bind(job.last_id)
         .bind(batch)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *connection)
         .await?;
-        let requeued = if ids.is_empty() {
-            0
-        } else {
-            // The status is checked again: another job may have taken one meanwhile.
-            sqlx::query(&format!(
-                "UPDATE deliveries SET status = 'PENDING', retry_base = attempts, \
-                     next_attempt_at = $2, recover_job_id = $3, cancel_reason = NULL, \
-                     lease_until = NULL, claim_token = NULL, updated_at = $2 \
-                 WHERE id IN (SELECT CAST(value->>'i' AS BIGINT) FROM {}) \
-                   AND status IN ('FAILED', 'CANCELLED')",
-                B::JSON_ROWS
-            ))
-            .bind(json_rows(
-                ids.iter().map(|id| serde_json::json!({ "i": id })),
-            ))
-            .bind(now)
-            .bind(job.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-        };
-        let finished = i64::try_from(ids.len()).unwrap_or(i64::MAX) < batch;
-        let state = if finished {
+        // The status is checked again: another job may have taken one meanwhile.
+        let requeued = sqlx::query(&format!(
+            "UPDATE deliveries SET status = 'PENDING', retry_base = attempts, \
+                 next_attempt_at = $2, recover_job_id = $3, cancel_reason = NULL, \
+                 lease_until = NULL, claim_token = NULL, updated_at = $2 \
+             WHERE id IN (SELECT CAST(value->>'i' AS BIGINT) FROM {}) \
+               AND status IN ('FAILED', 'CANCELLED')",
+            B::JSON_ROWS
+        ))
+        .bind(json_rows(
+            ids.iter().map(|id| serde_json::json!({ "i": id })),
+        ))
+        .bind(now)
+        .bind(job.id)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+        let state = if i64::try_from(ids.len()).unwrap_or(i64::MAX) < batch {
             RecoverState::Done
         } else {
             RecoverState::Running
         };
-        let done = i64::try_from(requeued).unwrap_or(i64::MAX);
         let through = ids.last().copied().unwrap_or(job.cursor_id);
+        // Done: whatever of the window was not re-queued had left it (see `RecoverJob::failed`).
         sqlx::query(
             "UPDATE recover_jobs SET cursor_id = $2, done = done + $3, state = $4, \
                  failed = CASE WHEN $4 = 'DONE' AND total > done + $3 THEN total - done - $3 \
@@ -228,20 +261,19 @@ where
         )
         .bind(job.id)
         .bind(through)
-        .bind(done)
+        .bind(i64::try_from(requeued).unwrap_or(i64::MAX))
         .bind(state.as_str())
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *connection)
         .await?;
         if let (true, Some(wake)) = (requeued > 0, B::WAKE_SQL) {
-            sqlx::query(wake).execute(&mut *tx).await?;
+            sqlx::query(wake).execute(&mut *connection).await?;
         }
-        tx.commit().await?;
-        Ok(Some(RecoveryBatch {
+        Ok(RecoveryBatch {
             job: job.id,
             requeued,
             through,
             state,
-        }))
+        })
     }
 }
