@@ -20,6 +20,7 @@ backend_tests!(
     cancelling_stops_a_recovery,
     a_disable_cancels_pending_deliveries_and_a_recovery_brings_them_back,
     global_callbacks_are_recovered_through_the_op_api,
+    pipeline_level_callbacks_are_listed_and_recovered_too,
     recovery_routes_check_the_caller_and_the_input,
 );
 
@@ -494,6 +495,39 @@ async fn global_callbacks_are_recovered_through_the_op_api(backend: Backend) {
         2101136,
         &[],
     );
+}
+
+async fn pipeline_level_callbacks_are_listed_and_recovered_too(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = start_delivering(&db, &[("DELIVERY_RETRY_SCHEDULE", "none")]).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/pipeline", vec![Answer::Status(500); 2]);
+    let pipeline = "p-7e1c2b3a4d5e4f60a1b2c3d4e5f60718";
+    let body = json!([{"callbackEvent": "BUILD_END", "callbackUrl": receiver.url("/pipeline"), "callbackName": "ci"}]);
+    let response = reqwest::Client::new()
+        .post(server.url(&format!(
+            "/apigw-user/v4/projects/demo/callbacks/pipelines/{pipeline}"
+        )))
+        .header("X-DEVOPS-UID", "alice")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    for build in ["b-1", "b-2"] {
+        let event =
+            json!({"event": "BUILD_END", "data": {"pipelineId": pipeline, "buildId": build}});
+        server.publish("demo", &event.to_string()).await;
+    }
+    // Its id is history's callbackId (`callback_list` shows project-level callbacks only).
+    let history = server.wait_for_history("demo", "alice", 2).await;
+    let callback = history[0]["callbackId"].as_i64().unwrap();
+    wait_for_deliveries(&server, callback, "FAILED", 2).await;
+    let id = recover(&server, callback, &format!("since={}", since())).await;
+    wait_for_deliveries(&server, callback, "SUCCESS", 2).await;
+    assert_eq!(wait_until_done(&server, id).await["done"], 2);
+    assert_each_delivered_once(&receiver.delivered(), 2);
 }
 
 async fn recovery_routes_check_the_caller_and_the_input(backend: Backend) {
