@@ -147,6 +147,9 @@ pub struct Config {
     pub history_retention: Duration,
     /// How often the retention sweep runs.
     pub retention_sweep: Duration,
+    /// Deliveries a recovery job re-queues per batch; it queues the next batch once fewer than
+    /// this many of its deliveries wait for their attempt.
+    pub recover_batch_size: u32,
     /// The bk-ci bus bridge; `None` (no `BKCI_AMQP_URL`): events come only through the intake API.
     pub bridge: Option<BridgeConfig>,
 }
@@ -308,6 +311,7 @@ impl Config {
                     .saturating_mul(86_400),
             ),
             retention_sweep: Duration::from_secs(vars.parsed("RETENTION_SWEEP_SECS", 300)?),
+            recover_batch_size: vars.parsed("RECOVER_BATCH_SIZE", 500)?,
             bridge: bridge_config(&vars)?,
         }
         .validated()
@@ -331,6 +335,7 @@ impl Config {
             ("MAX_HEADER_BYTES", self.max_header_bytes == 0),
             ("HEADER_READ_TIMEOUT_MS", self.header_read_timeout.is_zero()),
             ("MAX_CONNECTIONS", self.max_connections == 0),
+            ("RECOVER_BATCH_SIZE", self.recover_batch_size == 0),
         ];
         if let Some(&(name, _)) = zeros.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError {

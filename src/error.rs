@@ -28,6 +28,8 @@ pub enum AppError {
     CallbackNotFound(CallbackId),
     #[error("callback history ({0}) does not exist")]
     HistoryNotFound(i64),
+    #[error("recovery job ({0}) does not exist")]
+    RecoverJobNotFound(i64),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]

@@ -27,10 +27,10 @@ use auth::Authority;
 use auth::gateway::GatewayVerifier;
 use bridge::Bridge;
 use config::{Config, ConfigError};
-use delivery::retention;
 use delivery::sender::Sender;
 use delivery::ssrf::SsrfGuard;
 use delivery::worker::Workers;
+use delivery::{recovery, retention};
 use domain::CallbackUrl;
 use error::Result;
 use http::server::ConnectionLimits;
@@ -53,6 +53,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// The bk-ci bus bridge, when `BKCI_AMQP_URL` is set; `serve` runs it.
     pub bridge: Option<Arc<Bridge>>,
+    /// Rung when a recovery job starts, so this process's runner takes its first batch at once.
+    pub recoveries: Arc<Notify>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             store,
             wake,
             bridge,
+            recoveries: Arc::new(Notify::new()),
         })
     }
 
@@ -95,8 +98,9 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` and runs the delivery workers until `shutdown` resolves; then
-/// stops taking requests and claims, and lets requests and attempts in flight finish.
+/// Serves the API on `listener` and runs the delivery workers and the recovery runner until
+/// `shutdown` resolves; then stops taking requests and claims, and lets requests and attempts in
+/// flight finish.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -111,6 +115,16 @@ pub async fn serve(
         state.wake.clone(),
     );
     let delivering = tokio::spawn(workers.run(stop.clone()));
+    let recovering = tokio::spawn(
+        recovery::Runner {
+            store: state.store.clone(),
+            batch: state.config.recover_batch_size,
+            poll: state.config.delivery_poll,
+            wake: state.recoveries.clone(),
+            workers: state.wake.clone(),
+        }
+        .run(stop.clone()),
+    );
     let sweeping = tokio::spawn(retention::sweep(
         state.store.clone(),
         state.config.history_retention,
@@ -138,6 +152,7 @@ pub async fn serve(
     if let Err(e) = delivering.await {
         tracing::error!(error = %e, "the delivery workers failed");
     }
+    let _ = recovering.await;
     if let Some(bridging) = bridging {
         let _ = bridging.await;
     }

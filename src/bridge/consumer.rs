@@ -20,6 +20,7 @@ use lapin::{Channel, Consumer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::acks::Acks;
 use super::body::{self, PipelineEvent, ProjectCallbackEvent};
 use super::message::{self, Mapped, Need, Wanted};
 use super::topology::{self, Exchange};
@@ -56,7 +57,9 @@ pub(super) async fn consume(shared: Arc<Shared>, exchange: Exchange, stop: Cance
                     retry_in_ms = backoff.as_millis() as u64,
                     "cannot consume bk-ci's bus"
                 );
-                shared.status.attached(exchange.name, Err(error.to_string()));
+                shared
+                    .status
+                    .attached(exchange.name, Err(error.to_string()));
             }
         }
         if !sleep_unless_stopped(backoff, &stop).await {
@@ -80,6 +83,7 @@ struct Session {
     queue: String,
     channel: Channel,
     consumer: Consumer,
+    acks: Arc<Acks>,
 }
 
 impl Session {
@@ -109,6 +113,7 @@ impl Session {
             queue,
             channel,
             consumer,
+            acks: Arc::default(),
         })
     }
 
@@ -136,7 +141,11 @@ impl Session {
             let mut broken = None;
             for item in items {
                 match item {
-                    Ok(delivery) => deliveries.push(delivery),
+                    Ok(delivery) => {
+                        // Before any handler may settle it, so no ack can cover it early.
+                        self.acks.received(delivery.delivery_tag);
+                        deliveries.push(delivery);
+                    }
                     Err(error) => broken = Some(error),
                 }
             }
@@ -145,6 +154,7 @@ impl Session {
                     shared: shared.clone(),
                     exchange: self.exchange,
                     channel: self.channel.clone(),
+                    acks: self.acks.clone(),
                     stop: stop.clone(),
                 };
                 in_flight.spawn(async move { handler.batch(deliveries).await });
@@ -164,7 +174,7 @@ impl Session {
                 tokio::time::timeout(Duration::from_millis(500), batches.next()).await
             {
                 for delivery in items.into_iter().flatten() {
-                    requeue(self.exchange, &delivery).await;
+                    requeue(self.exchange, &self.acks, &delivery).await;
                 }
             }
         }
@@ -179,6 +189,7 @@ struct Handler {
     shared: Arc<Shared>,
     exchange: Exchange,
     channel: Channel,
+    acks: Arc<Acks>,
     stop: CancellationToken,
 }
 
@@ -201,6 +212,8 @@ impl Handler {
             }
         }
         let Some(candidates) = self.with_targets(candidates).await else {
+            // Stopping: what was dropped before still gets its ack.
+            self.flush_acks().await;
             return;
         };
         let firsts = join_all(candidates.iter().map(|c| self.enrich(&c.wanted, received))).await;
@@ -214,12 +227,16 @@ impl Handler {
             }
         }
         self.commit(ready).await;
-        join_all(
-            failed
-                .into_iter()
-                .map(|(candidate, error)| self.retry(candidate, error)),
-        )
-        .await;
+        self.flush_acks().await;
+        if !failed.is_empty() {
+            join_all(
+                failed
+                    .into_iter()
+                    .map(|(candidate, error)| self.retry(candidate, error)),
+            )
+            .await;
+            self.flush_acks().await;
+        }
     }
 
     /// The candidates some enabled callback wants; the others are acked as dropped. `None` when
@@ -237,7 +254,7 @@ impl Handler {
                     tracing::warn!(exchange = self.exchange.name, %error, "cannot read the callbacks; holding the batch");
                     if !sleep_unless_stopped(backoff, &self.stop).await {
                         for candidate in &candidates {
-                            requeue(self.exchange, &candidate.delivery).await;
+                            self.requeue(&candidate.delivery).await;
                         }
                         return None;
                     }
@@ -328,7 +345,7 @@ impl Handler {
         for attempt in 2..=config.enrich_attempts {
             tracing::warn!(exchange = self.exchange.name, event_id = candidate.wanted.event_id.as_str(), %error, attempt, "a lookup failed; trying again");
             if !sleep_unless_stopped(delay, &self.stop).await {
-                requeue(self.exchange, &candidate.delivery).await;
+                self.requeue(&candidate.delivery).await;
                 return;
             }
             delay = (delay * 2).min(MAX_BACKOFF);
@@ -360,14 +377,14 @@ impl Handler {
             match intake::publish(shared.store.clone(), &shared.wake, events.clone()).await {
                 Ok(_) => {
                     for delivery in &deliveries {
-                        self.ack(delivery).await;
+                        self.ack(delivery);
                     }
                     return;
                 }
                 Err(IntakeError::Refused { answers, .. }) => {
                     for (delivery, answer) in deliveries.iter().zip(answers) {
                         match answer {
-                            EventAnswer::Stored(_) => self.ack(delivery).await,
+                            EventAnswer::Stored(_) => self.ack(delivery),
                             EventAnswer::Refused { reason, .. } => {
                                 self.park(delivery, &format!("the database refused it: {reason}"))
                                     .await;
@@ -380,7 +397,7 @@ impl Handler {
                     tracing::warn!(exchange = self.exchange.name, %error, events = events.len(), "cannot commit; holding the messages");
                     if !sleep_unless_stopped(backoff, &self.stop).await {
                         for delivery in &deliveries {
-                            requeue(self.exchange, delivery).await;
+                            self.requeue(delivery).await;
                         }
                         return;
                     }
@@ -394,15 +411,21 @@ impl Handler {
     async fn drop_message(&self, delivery: &Delivery, reason: &'static str) {
         metrics::counter!(names::BUS_DROPPED, "exchange" => self.exchange.name, "reason" => reason)
             .increment(1);
-        self.ack(delivery).await;
+        self.ack(delivery);
     }
 
-    async fn ack(&self, delivery: &Delivery) {
-        // A failed ack (the channel broke) leaves the message to be redelivered, and its event
-        // id makes the second commit a no-op.
-        if delivery.ack(BasicAckOptions::default()).await.is_ok() {
-            self.count("acked", 1);
-        }
+    /// The message is handled: acked with others by the next `flush_acks`.
+    fn ack(&self, delivery: &Delivery) {
+        self.acks.ready(delivery.delivery_tag, &delivery.acker);
+    }
+
+    async fn flush_acks(&self) {
+        let acked = self.acks.flush().await;
+        self.count("acked", acked);
+    }
+
+    async fn requeue(&self, delivery: &Delivery) {
+        requeue(self.exchange, &self.acks, delivery).await;
     }
 
     /// Moves the message to the parked queue, then acks it; if the broker does not take the copy,
@@ -425,10 +448,11 @@ impl Handler {
                 );
                 self.count("parked", 1);
                 let _ = delivery.ack(BasicAckOptions::default()).await;
+                self.acks.forget(delivery.delivery_tag);
             }
             Err(error) => {
                 tracing::error!(exchange = self.exchange.name, reason, %error, "could not park a bk-ci message; it goes back to the queue");
-                requeue(self.exchange, delivery).await;
+                self.requeue(delivery).await;
             }
         }
     }
@@ -440,11 +464,12 @@ impl Handler {
 }
 
 /// Hands a message back to its queue for another consumer (or this one, later).
-async fn requeue(exchange: Exchange, delivery: &Delivery) {
+async fn requeue(exchange: Exchange, acks: &Acks, delivery: &Delivery) {
     let options = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
     };
+    acks.forget(delivery.delivery_tag);
     if delivery.nack(options).await.is_ok() {
         metrics::counter!(names::BUS_MESSAGES, "exchange" => exchange.name, "outcome" => "requeued")
             .increment(1);

@@ -9,10 +9,12 @@
 //! - `body`: the webhook bodies, field for field as bk-ci writes them.
 //! - `consumer`: one queue's loop: batches, the target check, lookups with retries, the commit,
 //!   then the ack (or parking, or a requeue when stopping).
+//! - `acks`: a channel's acks, several messages to one `basic.ack`.
 //! - `parked`: the dead-letter queue of messages that could not be turned into events, and its
 //!   replay.
 //! - `status`: where each queue stands, for the console.
 
+mod acks;
 mod body;
 mod consumer;
 mod lookup;

@@ -51,16 +51,19 @@ impl Status {
 
     /// A consumer attached to `exchange`'s queue (`Ok`), failed to (`Err`), or stopped.
     pub(super) fn attached(&self, exchange: &str, outcome: Result<(), String>) {
-        self.update(|q| q.exchange == Some(exchange), |q| match outcome {
-            Ok(()) => {
-                q.consuming = true;
-                q.last_error = None;
-            }
-            Err(error) => {
-                q.consuming = false;
-                q.last_error = Some(error);
-            }
-        });
+        self.update(
+            |q| q.exchange == Some(exchange),
+            |q| match outcome {
+                Ok(()) => {
+                    q.consuming = true;
+                    q.last_error = None;
+                }
+                Err(error) => {
+                    q.consuming = false;
+                    q.last_error = Some(error);
+                }
+            },
+        );
     }
 
     pub(super) fn detached(&self, exchange: &str) {

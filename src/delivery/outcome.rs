@@ -114,6 +114,7 @@ pub fn of_attempt(
         attempts: attempt.attempt,
         next_attempt_at,
         last_error: attempt.error_msg.clone(),
+        cancel_reason: None,
         effect: Some(verdict.effect(attempt.start_time)),
         attempt: Some(attempt),
     }

@@ -1,5 +1,7 @@
 //! A manual re-send of one history row: the stored body, sent once, now, to the callback's
-//! current URL with its current token and a fresh signature, and recorded as a new history row.
+//! current URL with its current token and a fresh signature, and recorded as a new history row
+//! marked manual. A delivered re-send marks its delivery SUCCESS (unless a worker holds it at
+//! that moment), so a recovery does not send it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,7 @@ pub async fn resend(
 ) -> StoreResult<Option<String>> {
     let original = entry.attempt;
     let delivery_id = original.delivery_id.unwrap_or(entry.id);
-    let judged = send_attempt(
+    let mut judged = send_attempt(
         &sender,
         &target,
         delivery_id,
@@ -32,6 +34,10 @@ pub async fn resend(
         original.request_body,
     )
     .await;
+    // Marked in history; a delivered re-send also settles the delivery it belongs to, if any
+    // (see `DeliveryQueue::record_outcomes`).
+    judged.attempt.manual = true;
+    judged.attempt.delivery_id = original.delivery_id;
     // A manual re-send is not retried: anything but a delivery is final.
     let outcome = outcome::of_attempt(delivery_id, None, judged, None);
     let error = outcome.last_error.clone();

@@ -374,21 +374,25 @@ impl Workers {
     }
 
     async fn deliver(&self, delivery: ClaimedDelivery) -> DeliveryOutcome {
-        let Some(target) = &delivery.target else {
-            metrics::counter!(names::DELIVERIES, "outcome" => "cancelled").increment(1);
-            return DeliveryOutcome {
-                delivery_id: delivery.id,
-                claim_token: Some(delivery.claim_token),
-                status: DeliveryStatus::Cancelled,
-                attempts: delivery.attempts,
-                next_attempt_at: now_millis(),
-                last_error: Some("not sent: the callback was deleted or disabled".to_owned()),
-                attempt: None,
-                effect: None,
-            };
+        let target = match &delivery.target {
+            Ok(target) => target,
+            Err(reason) => {
+                metrics::counter!(names::DELIVERIES, "outcome" => "cancelled").increment(1);
+                return DeliveryOutcome {
+                    delivery_id: delivery.id,
+                    claim_token: Some(delivery.claim_token),
+                    status: DeliveryStatus::Cancelled,
+                    attempts: delivery.attempts,
+                    next_attempt_at: now_millis(),
+                    last_error: None,
+                    cancel_reason: Some(reason.clone()),
+                    attempt: None,
+                    effect: None,
+                };
+            }
         };
         let number = delivery.attempts + 1;
-        let judged = send_attempt(
+        let mut judged = send_attempt(
             &self.sender,
             target,
             delivery.id,
@@ -398,7 +402,11 @@ impl Workers {
             delivery.body,
         )
         .await;
-        let retry = self.retry.delay_after(number);
+        judged.attempt.recover_job = delivery.recover_job;
+        // A recovered delivery's schedule starts again at its recovery.
+        let retry = self
+            .retry
+            .delay_after(number.saturating_sub(delivery.retry_base));
         let outcome = outcome::of_attempt(delivery.id, Some(delivery.claim_token), judged, retry);
         let label = match outcome.status {
             DeliveryStatus::Success => "success",
@@ -452,6 +460,8 @@ pub async fn send_attempt(
         response_body: result.response_body,
         start_time: start,
         end_time: now_millis(),
+        manual: false,
+        recover_job: None,
     };
     Judged {
         attempt,
@@ -495,6 +505,7 @@ fn put_back(id: i64, claim_token: String, attempts: u32, due: EpochMillis) -> De
         attempts,
         next_attempt_at: due,
         last_error: None,
+        cancel_reason: None,
         attempt: None,
         effect: None,
     }

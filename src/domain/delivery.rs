@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttemptStatus, CallbackEvent, CallbackId, CustomHeaders, DeliveryStatus, EpochMillis, EventId,
-    PipelineId, ProjectId,
+    AttemptStatus, CallbackEvent, CallbackId, CustomHeaders, DeliveryState, DeliveryStatus,
+    EpochMillis, EventId, PipelineId, ProjectId,
 };
 use crate::secrets::Secret;
 
@@ -67,6 +67,10 @@ pub struct Attempt {
     pub response_body: Option<String>,
     pub start_time: EpochMillis,
     pub end_time: EpochMillis,
+    /// A manual re-send (`callback_retry`), not an attempt of the delivery's schedule.
+    pub manual: bool,
+    /// The recovery job that re-queued the delivery, for the attempts it led to.
+    pub recover_job: Option<i64>,
 }
 
 /// What a worker writes back: the delivery's new state (when it held the delivery's lease), the
@@ -81,6 +85,8 @@ pub struct DeliveryOutcome {
     pub attempts: u32,
     pub next_attempt_at: EpochMillis,
     pub last_error: Option<String>,
+    /// Why the delivery was cancelled (with `DeliveryStatus::Cancelled`).
+    pub cancel_reason: Option<String>,
     pub attempt: Option<Attempt>,
     pub effect: Option<CallbackEffect>,
 }
@@ -111,12 +117,81 @@ pub enum CallbackEffect {
     Gone,
 }
 
-/// A stored attempt with its id and creation time.
+/// Why a delivery was cancelled, when its callback is gone or was disabled without a reason.
+pub const CANCELLED_DELETED: &str = "the callback was deleted";
+pub const CANCELLED_DISABLED: &str = "the callback was disabled";
+
+/// A stored attempt with its id and creation time, and where its delivery stands now (`None`
+/// when the delivery is gone: retention removed it).
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub id: i64,
     pub created_at: EpochMillis,
     pub attempt: Attempt,
+    pub delivery: Option<DeliveryProgress>,
+}
+
+/// Where a delivery stands, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryProgress {
+    pub state: DeliveryState,
+    /// When a `PENDING` or `RETRYING` delivery is attempted next.
+    pub next_attempt_at: Option<EpochMillis>,
+    /// Why a `CANCELLED` delivery was cancelled.
+    pub cancel_reason: Option<String>,
+    /// The recovery job that last re-queued it.
+    pub recover_job: Option<i64>,
+}
+
+/// A delivery's stored columns, from which its `DeliveryProgress` follows.
+#[derive(Debug, Clone)]
+pub struct StoredProgress {
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    /// Attempts made before its current run (a recovery re-queued it after them).
+    pub retry_base: u32,
+    pub next_attempt_at: EpochMillis,
+    pub cancel_reason: Option<String>,
+    pub recover_job: Option<i64>,
+}
+
+impl From<StoredProgress> for DeliveryProgress {
+    fn from(stored: StoredProgress) -> Self {
+        let state = match stored.status {
+            DeliveryStatus::Pending if stored.attempts > stored.retry_base => {
+                DeliveryState::Retrying
+            }
+            DeliveryStatus::Pending => DeliveryState::Pending,
+            DeliveryStatus::Success => DeliveryState::Success,
+            DeliveryStatus::Failed => DeliveryState::Failed,
+            DeliveryStatus::Cancelled => DeliveryState::Cancelled,
+        };
+        let waiting = stored.status == DeliveryStatus::Pending;
+        Self {
+            state,
+            next_attempt_at: waiting.then_some(stored.next_attempt_at),
+            cancel_reason: stored
+                .cancel_reason
+                .filter(|_| stored.status == DeliveryStatus::Cancelled),
+            recover_job: stored.recover_job,
+        }
+    }
+}
+
+/// One delivery of a callback, as its deliveries view lists it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub event_id: EventId,
+    pub event: CallbackEvent,
+    pub attempts: u32,
+    pub progress: DeliveryProgress,
+    /// The status code of its last attempt, if the receiver answered.
+    pub last_response_code: Option<u16>,
+    /// The error of its last attempt, if it failed.
+    pub last_error: Option<String>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
 }
 
 /// Filters of the history API; the window is inclusive, in epoch ms.

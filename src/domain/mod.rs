@@ -7,6 +7,7 @@ mod delivery;
 mod headers;
 mod ids;
 mod names;
+mod recovery;
 mod url;
 
 pub use callback::{
@@ -15,14 +16,17 @@ pub use callback::{
 };
 pub use console::{AttemptBucket, CallbackSearch, ProjectSummary, RegisteredCallback};
 pub use delivery::{
-    Attempt, CallbackEffect, DeliveryOutcome, DeliveryTarget, EventRoute, HeaderPair, HistoryEntry,
-    HistoryFilter, NewEvent, Published,
+    Attempt, CANCELLED_DELETED, CANCELLED_DISABLED, CallbackEffect, DeliveryOutcome,
+    DeliveryProgress, DeliveryRecord, DeliveryTarget, EventRoute, HeaderPair, HistoryEntry,
+    HistoryFilter, NewEvent, Published, StoredProgress,
 };
 pub use headers::{CustomHeaders, InvalidHeader, RESERVED_HEADERS, StoredHeadersError};
 pub use ids::{ALL_PROJECTS, CallbackName, EventId, InvalidId, PipelineId, ProjectId, UserId};
 pub use names::{
-    ApigwType, AttemptStatus, CallbackEvent, DeliveryStatus, MemberRole, Region, UnknownValue,
+    ApigwType, AttemptStatus, CallbackEvent, DeliveryState, DeliveryStatus, MemberRole,
+    RecoverState, Region, UnknownValue,
 };
+pub use recovery::{NewRecovery, RecoverJob, RecoverJobId, RecoveryBatch, RecoveryStart};
 pub use url::{CallbackUrl, InvalidUrl};
 
 /// The numeric id of a callback registration.

@@ -166,6 +166,27 @@ string_enum! {
 }
 
 string_enum! {
+    /// Where a delivery stands, as the API shows it: a `PENDING` delivery is `RETRYING` once an
+    /// attempt of its current run failed (a recovery starts a new run).
+    pub enum DeliveryState {
+        Pending => "PENDING",
+        Retrying => "RETRYING",
+        Success => "SUCCESS",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
+    }
+}
+
+string_enum! {
+    /// Where a recovery job stands.
+    pub enum RecoverState {
+        Running => "RUNNING",
+        Done => "DONE",
+        Cancelled => "CANCELLED",
+    }
+}
+
+string_enum! {
     /// The outcome of one attempt, as history shows it.
     pub enum AttemptStatus {
         Success => "SUCCESS",

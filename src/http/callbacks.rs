@@ -270,7 +270,8 @@ async fn enable(State(state): State<AppState>, admin: CallbackAdmin) -> Result<E
     set_enabled(state, admin, true).await
 }
 
-/// Disables a callback: its pending deliveries stop (they are marked cancelled when due). Admin only.
+/// Disables a callback: its pending deliveries are cancelled at once, with the reason (a
+/// recovery can bring them back). Admin only.
 #[utoipa::path(
     put,
     path = "/{apigw_type}/v4/projects/{project_id}/callbacks/callback_disable",

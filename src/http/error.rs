@@ -24,7 +24,9 @@ fn http_status(error: &AppError) -> StatusCode {
         }
         Unauthorized(_) | GatewayToken(_) => StatusCode::UNAUTHORIZED,
         NotProjectAdmin { .. } | NotProjectMember { .. } => StatusCode::FORBIDDEN,
-        CallbackNotFound(_) | HistoryNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
+        CallbackNotFound(_) | HistoryNotFound(_) | RecoverJobNotFound(_) | RouteNotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         UriTooLong { .. } => StatusCode::URI_TOO_LONG,

@@ -13,9 +13,10 @@ use crate::delivery::resend;
 use crate::delivery::sender::masked;
 use crate::domain::{
     AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
-    PageRequest, ProjectId,
+    PageRequest, ProjectId, RecoverJobId,
 };
 use crate::error::{AppError, Result};
+use crate::http::deliveries::ProgressView;
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{
     CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query, Refusal, checked,
@@ -113,6 +114,14 @@ struct HistoryRecord {
     start_time: EpochMillis,
     end_time: EpochMillis,
     created_time: EpochMillis,
+    /// A manual re-send (`callback_retry`), not an attempt of the delivery's schedule.
+    manual: bool,
+    /// The recovery job that re-queued the delivery this attempt belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recover_job_id: Option<RecoverJobId>,
+    /// Where the attempt's delivery stands now; absent once retention removed the delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<ProgressView>,
 }
 
 impl From<HistoryEntry> for HistoryRecord {
@@ -135,6 +144,9 @@ impl From<HistoryEntry> for HistoryRecord {
             start_time: a.start_time,
             end_time: a.end_time,
             created_time: entry.created_at,
+            manual: a.manual,
+            recover_job_id: a.recover_job,
+            delivery: entry.delivery.map(ProgressView::from),
         }
     }
 }
@@ -201,6 +213,14 @@ fn local_time(name: &str, text: &str) -> Result<NaiveDateTime, Refusal> {
                 "query parameter {name} must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got {text:?}"
             ))
         })
+}
+
+/// A time parameter of the history format (see `local_time`), read in `zone`: the one call
+/// other routes' time parameters (a recovery's `since`/`until`) go through.
+pub(super) fn instant_param(name: &str, text: &str, zone: chrono_tz::Tz) -> Result<EpochMillis> {
+    local_time(name, text)
+        .map(|naive| to_millis(naive, zone))
+        .map_err(|Refusal(message)| AppError::BadRequest(message))
 }
 
 /// A local time that a clock change skips is read as the same wall time an hour later.

@@ -3,6 +3,7 @@
 mod bkci_op;
 mod callbacks;
 mod console;
+mod deliveries;
 mod envelope;
 mod error;
 mod events;
@@ -15,6 +16,7 @@ mod metrics;
 mod paging;
 mod params;
 mod pipelines;
+mod recovery;
 pub(crate) mod server;
 
 pub(crate) use bkci_op::secret_param_headers;
@@ -58,7 +60,8 @@ use error::ErrorDetail;
     components(schemas(ApigwType, PipelineId, ErrorEnvelope)),
     tags(
         (name = "callbacks", description = "The v4 callback resource"),
-        (name = "history", description = "Delivery attempts"),
+        (name = "history", description = "Delivery attempts, and where each delivery stands"),
+        (name = "recovery", description = "Bulk recovery of failed and cancelled deliveries"),
         (name = "intake", description = "Event intake (service token)"),
         (name = "op", description = "Operations API (service token)"),
         (name = "health", description = "Health, readiness, metrics, this document")
@@ -76,6 +79,8 @@ pub fn app(state: AppState) -> Router {
     let (v4, v4_api) = OpenApiRouter::new()
         .merge(callbacks::router())
         .merge(history::router())
+        .merge(deliveries::router())
+        .merge(recovery::router())
         .merge(pipelines::router())
         .split_for_parts();
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())

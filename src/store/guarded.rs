@@ -10,15 +10,17 @@ use tokio::sync::Notify;
 
 use super::fault::Faults;
 use super::{
-    CallbackStore, Claim, ConsoleStore, ClaimedDelivery, DeliveryQueue, DisableRule, HistoryStore, ImportStore,
-    Maintenance, MemberStore, PipelineCallbackStore, QueueStats, SecretTokenCounts, Selection,
-    StoreResult,
+    CallbackStore, Claim, ClaimedDelivery, ConsoleStore, DeliveryQueue, DisableRule, HistoryStore,
+    ImportStore, Maintenance, MemberStore, PipelineCallbackStore, QueueStats, RecoveryStore,
+    SecretTokenCounts, Selection, StoreResult,
 };
 use crate::domain::{
-    AttemptBucket, Callback, CallbackSearch, ProjectSummary, RegisteredCallback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
-    ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
-    NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
+    AttemptBucket, Callback, CallbackEvent, CallbackId, CallbackName, CallbackSearch,
+    DeliveryOutcome, DeliveryRecord, DeliveryState, DeliveryTarget, EpochMillis, EventRoute,
+    GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
+    NewRecovery, PageRequest, PipelineCallback, PipelineId, ProjectId, ProjectSummary, Published,
+    RecoverJob, RecoverJobId, RecoveryBatch, RecoveryStart, RegisteredCallback, UserId,
 };
 
 pub struct Guarded<S> {
@@ -250,6 +252,53 @@ impl<S: HistoryStore> HistoryStore for Guarded<S> {
         self.faults
             .retried(|| self.inner.list_history(project, filter, page))
             .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        project: &ProjectId,
+        callback: CallbackId,
+        state: Option<DeliveryState>,
+        page: PageRequest,
+    ) -> StoreResult<Option<(u64, Vec<DeliveryRecord>)>> {
+        self.faults
+            .retried(|| self.inner.list_deliveries(project, callback, state, page))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: RecoveryStore> RecoveryStore for Guarded<S> {
+    /// Not retried: had the first try committed, the second would start a second job.
+    async fn start_recovery(&self, recovery: &NewRecovery) -> StoreResult<RecoveryStart> {
+        self.faults.once(self.inner.start_recovery(recovery)).await
+    }
+
+    async fn recover_job(
+        &self,
+        project: &ProjectId,
+        id: RecoverJobId,
+    ) -> StoreResult<Option<RecoverJob>> {
+        self.faults
+            .retried(|| self.inner.recover_job(project, id))
+            .await
+    }
+
+    /// Cancelling twice leaves the job as once, and the answer is the job as it stands.
+    async fn cancel_recovery(
+        &self,
+        project: &ProjectId,
+        id: RecoverJobId,
+        reason: &str,
+    ) -> StoreResult<Option<RecoverJob>> {
+        self.faults
+            .retried(|| self.inner.cancel_recovery(project, id, reason))
+            .await
+    }
+
+    /// Not retried here: a second try would do the next batch. The runner tries again itself.
+    async fn recover_batch(&self, batch: u32) -> StoreResult<Option<RecoveryBatch>> {
+        self.faults.once(self.inner.recover_batch(batch)).await
     }
 }
 

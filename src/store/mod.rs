@@ -1,6 +1,7 @@
 //! The repository: one trait per user of the store (`CallbackStore`, `PipelineCallbackStore`,
-//! `MemberStore`, `DeliveryQueue`, `HistoryStore`, `ConsoleStore`, `Maintenance`; `Store` is all of them), implemented once in
-//! `sql/` for PostgreSQL and SQLite alike. All SQL lives below here.
+//! `MemberStore`, `DeliveryQueue`, `HistoryStore`, `RecoveryStore`, `ConsoleStore`,
+//! `Maintenance`; `Store` is all of them), implemented once in `sql/` for PostgreSQL and SQLite
+//! alike. All SQL lives below here.
 
 mod error;
 mod fault;
@@ -24,14 +25,16 @@ use crate::secrets::Sealer;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    AttemptBucket, Callback, CallbackSearch, ProjectSummary, RegisteredCallback, CallbackEvent, CallbackId, CallbackName, DeliveryOutcome, DeliveryTarget,
-    EpochMillis, EventRoute, GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome,
-    ImportedCallback, ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent,
-    NewPipelineCallback, PageRequest, PipelineCallback, PipelineId, ProjectId, Published, UserId,
+    AttemptBucket, Callback, CallbackEvent, CallbackId, CallbackName, CallbackSearch,
+    DeliveryOutcome, DeliveryRecord, DeliveryState, DeliveryTarget, EpochMillis, EventRoute,
+    GlobalCallback, HistoryEntry, HistoryFilter, ImportOutcome, ImportedCallback,
+    ImportedPipelineCallback, Member, MemberRole, NewCallback, NewEvent, NewPipelineCallback,
+    NewRecovery, PageRequest, PipelineCallback, PipelineId, ProjectId, ProjectSummary, Published,
+    RecoverJob, RecoverJobId, RecoveryBatch, RecoveryStart, RegisteredCallback, UserId,
 };
 
-/// A leased delivery with what is needed to send it. `target` is `None` when the callback
-/// was deleted or disabled after the event was accepted.
+/// A leased delivery with what is needed to send it. `target` is why it is not to be sent when
+/// the callback was deleted or disabled after the event was accepted.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: i64,
@@ -40,10 +43,14 @@ pub struct ClaimedDelivery {
     pub host: String,
     /// Attempts already made before this one.
     pub attempts: u32,
+    /// Attempts made before its current run: the retry schedule counts from here.
+    pub retry_base: u32,
+    /// The recovery job that re-queued it, if one did.
+    pub recover_job: Option<RecoverJobId>,
     pub callback_id: CallbackId,
     pub event: CallbackEvent,
     pub body: String,
-    pub target: Option<DeliveryTarget>,
+    pub target: Result<DeliveryTarget, String>,
 }
 
 /// Which due deliveries a claim takes: first attempts and retries are claimed separately, so a
@@ -126,7 +133,8 @@ pub trait CallbackStore: Send + Sync {
     async fn delete_callback(&self, project: &ProjectId, id: CallbackId) -> StoreResult<bool>;
 
     /// Enables (clearing the failure state) or disables one of the project's callbacks; false
-    /// when it does not exist in that project.
+    /// when it does not exist in that project. Disabling cancels its pending deliveries that no
+    /// worker holds, with `reason`.
     async fn set_callback_enabled(
         &self,
         project: &ProjectId,
@@ -139,8 +147,9 @@ pub trait CallbackStore: Send + Sync {
     /// The enabled global callbacks of `event`, oldest first, with their custom headers opened.
     async fn global_callbacks(&self, event: CallbackEvent) -> StoreResult<Vec<GlobalCallback>>;
 
-    /// In one statement, enables (clearing the failure state) or disables (recording `reason`)
-    /// the selected callbacks; returns how many it touched.
+    /// In one transaction, enables (clearing the failure state) or disables (recording
+    /// `reason`, cancelling pending deliveries as `set_callback_enabled` does) the selected
+    /// callbacks; returns how many it touched.
     async fn set_callbacks_enabled(
         &self,
         selection: Selection<'_>,
@@ -234,8 +243,10 @@ pub trait DeliveryQueue: Send + Sync {
 
     /// Writes attempts to history, the deliveries' new states and the callbacks' failure states,
     /// in one transaction. A delivery whose lease was lost meanwhile keeps the state its new
-    /// holder gives it. A callback failing without a success since before `disable.cutoff` is
-    /// disabled with `disable.reason`.
+    /// holder gives it; a delivered manual re-send marks its delivery SUCCESS unless a worker
+    /// holds it. A callback failing without a success since before `disable.cutoff` is
+    /// disabled with `disable.reason`, and its pending deliveries that no worker holds are
+    /// cancelled with that reason.
     async fn record_outcomes(
         &self,
         outcomes: &[DeliveryOutcome],
@@ -264,6 +275,49 @@ pub trait HistoryStore: Send + Sync {
         filter: &HistoryFilter,
         page: PageRequest,
     ) -> StoreResult<(u64, Vec<HistoryEntry>)>;
+
+    /// The total count and one page of the deliveries of one of the project's callbacks
+    /// (project-level or pipeline-level; for the global scope, a global one), newest first, of
+    /// one state if given; `None` when the project has no such callback.
+    async fn list_deliveries(
+        &self,
+        project: &ProjectId,
+        callback: CallbackId,
+        state: Option<DeliveryState>,
+        page: PageRequest,
+    ) -> StoreResult<Option<(u64, Vec<DeliveryRecord>)>>;
+}
+
+/// Bulk recovery jobs, as the recovery routes and the runners use them.
+#[async_trait]
+pub trait RecoveryStore: Send + Sync {
+    /// Counts the deliveries of the recovery's window and stores the job, RUNNING, in one
+    /// transaction; refused when the project has no such callback or it is disabled.
+    async fn start_recovery(&self, recovery: &NewRecovery) -> StoreResult<RecoveryStart>;
+
+    /// One of the project's jobs.
+    async fn recover_job(
+        &self,
+        project: &ProjectId,
+        id: RecoverJobId,
+    ) -> StoreResult<Option<RecoverJob>>;
+
+    /// Cancels one of the project's jobs if it is running (a finished one stays as it is);
+    /// answers the job as it then stands. Deliveries already re-queued stay queued.
+    async fn cancel_recovery(
+        &self,
+        project: &ProjectId,
+        id: RecoverJobId,
+        reason: &str,
+    ) -> StoreResult<Option<RecoverJob>>;
+
+    /// In one transaction that holds the job's row (no other runner can take the same batch,
+    /// and a runner killed mid-batch leaves nothing half done): re-queues the next `batch`
+    /// deliveries of a running job that has fewer than `batch` re-queued deliveries still
+    /// waiting for their attempt, from where the job stands. A job whose callback was disabled
+    /// or deleted is cancelled instead; a job with nothing left is done. `None` when no job has
+    /// work or room.
+    async fn recover_batch(&self, batch: u32) -> StoreResult<Option<RecoveryBatch>>;
 }
 
 /// What the operators' console reads besides what the API reads (its actions go through the
@@ -272,10 +326,8 @@ pub trait HistoryStore: Send + Sync {
 pub trait ConsoleStore: Send + Sync {
     /// The total count and one page of the projects (the global scope among them) that have
     /// callbacks, by id, with how many they have and how many of those are disabled.
-    async fn project_summaries(
-        &self,
-        page: PageRequest,
-    ) -> StoreResult<(u64, Vec<ProjectSummary>)>;
+    async fn project_summaries(&self, page: PageRequest)
+    -> StoreResult<(u64, Vec<ProjectSummary>)>;
 
     /// The total count and one page of the callbacks of every level that `search` finds, by
     /// project, newest first.
@@ -321,8 +373,9 @@ pub trait Maintenance: Send + Sync {
     /// server, or a SQLite file that cannot be written, is not ready). One round trip.
     async fn ready(&self) -> StoreResult<()>;
 
-    /// Deletes up to `batch` rows older than `before` from each of history, finished deliveries
-    /// and events left without deliveries; returns how many went. Small batches keep locks short.
+    /// Deletes up to `batch` rows older than `before` from each of history, finished deliveries,
+    /// events left without deliveries and finished recovery jobs; returns how many went. Small
+    /// batches keep locks short.
     async fn prune(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
 
     /// The stored key check value (see `Sealer::key_check`), storing `fresh` first when there is
@@ -373,6 +426,7 @@ pub trait Store:
     + MemberStore
     + DeliveryQueue
     + HistoryStore
+    + RecoveryStore
     + ConsoleStore
     + Maintenance
     + ImportStore
@@ -386,6 +440,7 @@ impl<S> Store for S where
         + MemberStore
         + DeliveryQueue
         + HistoryStore
+        + RecoveryStore
         + ConsoleStore
         + Maintenance
         + ImportStore

@@ -50,7 +50,10 @@ impl Browser {
                 )
             });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "chromedriver did not listen on port {port} within 10 s"
@@ -241,7 +244,9 @@ async fn pages_fit_a_phone_and_work_from_the_keyboard(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = start_delivering(&db, &[]).await;
     let long = format!("{}?{}", public_url("a-rather-long/path"), "x=1&".repeat(40));
-    server.register("demo", "alice", "BUILD_END", &long, None).await;
+    server
+        .register("demo", "alice", "BUILD_END", &long, None)
+        .await;
     server
         .register("demo", "alice", "BUILD_START", &public_url("short"), None)
         .await;
@@ -264,14 +269,26 @@ async fn pages_fit_a_phone_and_work_from_the_keyboard(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    assert!(fits(&browser).await, "search results are wider than a phone");
+    assert!(
+        fits(&browser).await,
+        "search results are wider than a phone"
+    );
     browser.goto(&format!("{base}/console/projects/demo")).await;
     browser.wait_for("#callbacks").await;
     assert!(fits(&browser).await, "a long URL widens the page");
     // Tab reaches the skip link first, then the navigation.
     let active = "return document.activeElement.textContent";
-    browser.client.execute("document.activeElement.blur()", vec![]).await.unwrap();
-    browser.wait_for("body").await.send_keys(&fantoccini::key::Key::Tab.to_string()).await.unwrap();
+    browser
+        .client
+        .execute("document.activeElement.blur()", vec![])
+        .await
+        .unwrap();
+    browser
+        .wait_for("body")
+        .await
+        .send_keys(&fantoccini::key::Key::Tab.to_string())
+        .await
+        .unwrap();
     let first = browser.client.execute(active, vec![]).await.unwrap();
     assert_eq!(first, "Skip to the content");
     browser.screenshot("phone-callbacks").await;

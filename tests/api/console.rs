@@ -122,10 +122,7 @@ async fn nothing_is_reachable_without_a_session(backend: Backend) {
     // A forged cookie is no session.
     let mut forged = Console::new(&server);
     forged.cookie = Some("dc_console=made-up".to_owned());
-    assert_eq!(
-        forged.get("/console").await.status(),
-        StatusCode::SEE_OTHER
-    );
+    assert_eq!(forged.get("/console").await.status(), StatusCode::SEE_OTHER);
     // The sign-in form, its stylesheet and script answer without one, with the console's headers.
     let form = console.get("/console/sign-in").await;
     assert_eq!(form.status(), StatusCode::OK);
@@ -133,13 +130,21 @@ async fn nothing_is_reachable_without_a_session(backend: Backend) {
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(form.headers()["cache-control"], "no-store");
     let css = console.get("/console/assets/console.css").await;
-    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
     let (status, html) = console.page("/console/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("no such page"));
     // The API's unknown routes still answer the envelope.
     let (status, body) = server.call(Method::GET, "/nope", &[]).await;
-    assert_eq!((status, body["status"].as_i64()), (StatusCode::NOT_FOUND, Some(404)));
+    assert_eq!(
+        (status, body["status"].as_i64()),
+        (StatusCode::NOT_FOUND, Some(404))
+    );
 }
 
 async fn sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_token(backend: Backend) {
@@ -149,7 +154,13 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_token(backen
     let refused = console.sign_in("ops", "not-the-token").await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert!(refused.headers().get("set-cookie").is_none());
-    assert!(refused.text().await.unwrap().contains("not the service token"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("not the service token")
+    );
     let blank = console.sign_in("  ", SERVICE_TOKEN).await;
     assert_eq!(blank.status(), StatusCode::BAD_REQUEST);
     assert!(console.cookie.is_none());
@@ -158,7 +169,12 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_token(backen
     assert_eq!(signed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&signed), "/console");
     let cookie = signed.headers()["set-cookie"].to_str().unwrap();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=28800"] {
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=28800",
+    ] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
     assert!(!cookie.contains("Secure"), "{cookie}: plain HTTP here");
@@ -166,10 +182,7 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_token(backen
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Signed in as <strong>ops</strong>"), "{html}");
     // Signed in, the form sends the operator on to the console.
-    assert_eq!(
-        location(&console.get("/console/sign-in").await),
-        "/console"
-    );
+    assert_eq!(location(&console.get("/console/sign-in").await), "/console");
     // Behind a proxy that says HTTPS, the cookie is Secure too.
     let behind = reqwest::Client::builder()
         .redirect(Policy::none())
@@ -182,7 +195,12 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_token(backen
         .send()
         .await
         .unwrap();
-    assert!(behind.headers()["set-cookie"].to_str().unwrap().ends_with("; Secure"));
+    assert!(
+        behind.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
 
     // Without SERVICE_TOKEN there is nothing to sign in with.
     let db = TestDb::new(backend).await;
@@ -236,10 +254,16 @@ async fn forms_without_the_sessions_csrf_token_are_refused(backend: Backend) {
         "disabled by ops in the console"
     );
     let (_, html) = console.page("/console/projects/demo?q=hook").await;
-    assert!(html.contains("Callback 1 (http://93.184.215.14/hook) disabled."), "{html}");
+    assert!(
+        html.contains("Callback 1 (http://93.184.215.14/hook) disabled."),
+        "{html}"
+    );
     let enable = "/console/projects/demo/callbacks/1/enable";
     let response = console
-        .post(enable, &format!("csrf={csrf}&back={}", enc("https://evil.example/")))
+        .post(
+            enable,
+            &format!("csrf={csrf}&back={}", enc("https://evil.example/")),
+        )
         .await;
     assert_eq!(location(&response), "/console");
     let (_, list) = server.list("demo", "alice", "").await;
@@ -259,7 +283,12 @@ async fn sign_out_ends_the_session(backend: Backend) {
         .await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&out), "/console/sign-in?signed-out");
-    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     // The old cookie is refused: pages send to the sign-in form, forms are 401.
     assert_eq!(
         location(&console.get("/console/projects").await),
@@ -278,7 +307,13 @@ async fn search_finds_callbacks_of_every_level_and_actions_use_the_api(backend: 
     let db = TestDb::new(backend).await;
     let server = start_delivering(&db, &[]).await;
     server
-        .register("demo", "alice", "BUILD_END", &public_url("project-hook"), None)
+        .register(
+            "demo",
+            "alice",
+            "BUILD_END",
+            &public_url("project-hook"),
+            None,
+        )
         .await;
     server.set_member("other", "alice", "admin").await;
     server
@@ -291,7 +326,10 @@ async fn search_finds_callbacks_of_every_level_and_actions_use_the_api(backend: 
                 "/op/callbacks/global?event=PROJECT_CREATE&region=IDC&url={}",
                 enc(&public_url("global-hook"))
             ),
-            &[("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN), ("X-DEVOPS-UID", "ops")],
+            &[
+                ("X-DEVOPS-BK-TOKEN", SERVICE_TOKEN),
+                ("X-DEVOPS-UID", "ops"),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -301,8 +339,10 @@ async fn search_finds_callbacks_of_every_level_and_actions_use_the_api(backend: 
             "/apigw-user/v4/projects/demo/callbacks/pipelines/{pipeline}"
         )))
         .header("X-DEVOPS-UID", "alice")
-        .json(&json!([{"callbackEvent": "BUILD_END", "callbackUrl": public_url("pipe-hook"),
-                        "callbackName": "notify <ops>"}]))
+        .json(
+            &json!([{"callbackEvent": "BUILD_END", "callbackUrl": public_url("pipe-hook"),
+                        "callbackName": "notify <ops>"}]),
+        )
         .send()
         .await
         .unwrap();
@@ -363,7 +403,10 @@ async fn search_finds_callbacks_of_every_level_and_actions_use_the_api(backend: 
         .unwrap();
     assert_eq!(listed["data"], json!([]), "{listed}");
     let (_, demo) = console.page("/console/projects/demo").await;
-    assert!(demo.contains("Pipeline callback “notify &lt;ops&gt;” of"), "{demo}");
+    assert!(
+        demo.contains("Pipeline callback “notify &lt;ops&gt;” of"),
+        "{demo}"
+    );
     // A callback that is not there is said so.
     let response = console
         .post(
@@ -373,7 +416,10 @@ async fn search_finds_callbacks_of_every_level_and_actions_use_the_api(backend: 
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let (_, demo) = console.page("/console/projects/demo").await;
-    assert!(demo.contains("callback record (999) does not exist"), "{demo}");
+    assert!(
+        demo.contains("callback record (999) does not exist"),
+        "{demo}"
+    );
     // The global callback is deleted through the global route's own function.
     let (_, global) = console.page("/console/projects/DEVOPS_ALL_PROJECT").await;
     let global_id = global
@@ -423,8 +469,14 @@ async fn the_overview_shows_the_queue_outcomes_and_disabled_callbacks(backend: B
     let (status, html) = console.page("/console").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains(r#"<dd id="queue-due">0</dd>"#), "{html}");
-    assert!(html.contains(r#"<td id="attempts-succeeded">1</td>"#), "{html}");
-    assert!(html.contains(r#"<td id="attempts-failed">1</td>"#), "{html}");
+    assert!(
+        html.contains(r#"<td id="attempts-succeeded">1</td>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<td id="attempts-failed">1</td>"#),
+        "{html}"
+    );
     assert!(html.contains(r#"<dd id="queue-disabled">1</dd>"#), "{html}");
     assert!(html.contains("410 Gone"), "the disabled reason: {html}");
     assert!(html.contains(&receiver.url("/gone")));

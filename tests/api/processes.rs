@@ -117,7 +117,7 @@ impl ServerProcess {
     }
 
     /// Makes alice admin of demo and registers one BUILD_TASK_END callback to `url`.
-    async fn register(&self, url: &str) {
+    pub async fn register(&self, url: &str) {
         self.register_event("BUILD_TASK_END", url).await;
     }
 
@@ -134,7 +134,7 @@ impl ServerProcess {
     }
 
     /// Publishes `count` events in batches of 500 and checks every one was accepted.
-    async fn publish(&self, first: usize, count: usize) {
+    pub async fn publish(&self, first: usize, count: usize) {
         for start in (first..first + count).step_by(500) {
             let end = (start + 500).min(first + count);
             let batch: Vec<_> = (start..end)

@@ -156,7 +156,7 @@ async fn pending_deliveries_of_a_deleted_callback_are_cancelled_with_the_reason(
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) FROM deliveries WHERE status = 'CANCELLED' \
-             AND last_error LIKE '%callback was deleted%'"
+             AND cancel_reason = 'the callback was deleted'"
         )
         .await,
         1,
@@ -633,6 +633,7 @@ async fn every_unusable_variable_stops_the_start() {
         ("SHUTDOWN_GRACE_SECS", "-5", &[]),
         ("HISTORY_RETENTION_DAYS", "forever", &[]),
         ("RETENTION_SWEEP_SECS", "0", &[]),
+        ("RECOVER_BATCH_SIZE", "0", &[]),
         ("BKCI_AMQP_URL", "http://rabbit:5672/", &[]),
         ("BKCI_AMQP_QUEUE_PREFIX", "my queues", &bridge),
         ("BKCI_AMQP_DECLARE", "fanout", &bridge),

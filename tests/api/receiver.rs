@@ -24,6 +24,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: std::time::Instant,
+    /// The status it was answered with; `None` for `Answer::Hang` (never answered).
+    pub status: Option<u16>,
 }
 
 impl Received {
@@ -60,6 +62,23 @@ pub enum Answer {
     Body(u16, Vec<u8>),
     /// Waits this long, then answers this status.
     Late(Duration, u16),
+    /// Never answers (the sender's timeout, or its end, cuts it off).
+    Hang,
+}
+
+impl Answer {
+    /// The status this answer sends, if it sends one.
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status(code)
+            | Self::RetryAfter(code, _)
+            | Self::Body(code, _)
+            | Self::Late(_, code) => Some(*code),
+            Self::Redirect(_) => Some(302),
+            Self::Slow(_) => Some(200),
+            Self::Hang => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -144,6 +163,22 @@ impl Receiver {
         (ids.len(), total - ids.len())
     }
 
+    /// How many times each `X-DEVOPS-WEBHOOK-UNIQUE-ID` was answered with a 2xx.
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        let inner = self.inner.lock().unwrap();
+        let mut counts = HashMap::new();
+        for request in &inner.received {
+            if request
+                .status
+                .is_some_and(|code| (200..300).contains(&code))
+            {
+                let id = request.header("x-devops-webhook-unique-id").to_owned();
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }
@@ -205,16 +240,21 @@ async fn receive(
     let path = uri.path().to_owned();
     let answer = {
         let mut inner = inner.lock().unwrap();
+        let scripted = inner.scripts.get_mut(&path).and_then(VecDeque::pop_front);
+        let answer = scripted
+            .or_else(|| inner.default.clone())
+            .unwrap_or(Answer::Status(200));
         inner.received.push(Received {
             path: path.clone(),
             headers,
             body,
             at: std::time::Instant::now(),
+            status: answer.status(),
         });
-        let scripted = inner.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-        scripted.or_else(|| inner.default.clone())
+        answer
     };
-    match answer.unwrap_or(Answer::Status(200)) {
+    match answer {
+        Answer::Hang => std::future::pending().await,
         Answer::Status(code) => (
             StatusCode::from_u16(code).unwrap(),
             format!("answered {code}"),

@@ -10,6 +10,7 @@
 //! Every action calls the same function as the API route that does it, so the console is no
 //! second way to the store; what it only reads comes from `ConsoleStore`.
 
+mod deliveries;
 mod layout;
 mod overview;
 mod projects;
@@ -67,6 +68,7 @@ pub(super) fn router(app: AppState) -> Router {
             &format!("{project}/callbacks/{{id}}/{{change}}"),
             post(projects::change),
         )
+        .merge(deliveries::router(project))
         .route("/console/{*rest}", get(not_found))
         .layer(axum::middleware::map_response(protected))
         .with_state(console)
@@ -98,10 +100,7 @@ async fn stylesheet() -> Response {
 }
 
 async fn script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("console.js"),
-    )
+    asset("text/javascript; charset=utf-8", include_str!("console.js"))
 }
 
 /// A static file of the console, public (the sign-in form needs the stylesheet).

@@ -178,7 +178,7 @@ fn state(c: &Callback, zone: chrono_tz::Tz) -> Markup {
     }
 }
 
-fn actions(operator: &Operator, c: &Callback) -> Markup {
+pub(super) fn actions(operator: &Operator, c: &Callback) -> Markup {
     let base = callback_path(&c.project_id, c.id);
     let (change, label) = if c.enabled {
         ("disable", "Disable")
@@ -250,7 +250,10 @@ async fn apply(
                 return Err(AppError::CallbackNotFound(id));
             }
             let word = if enable { "enabled" } else { "disabled" };
-            Ok(format!("Callback {id} ({}) {word}.", registered.callback.url))
+            Ok(format!(
+                "Callback {id} ({}) {word}.",
+                registered.callback.url
+            ))
         }
         (Change::Delete, Some((pipeline, name))) => {
             pipelines::delete(app, &project, pipeline, name).await?;
@@ -262,7 +265,10 @@ async fn apply(
         }
         (Change::Delete, None) => {
             callbacks::delete(app, &project, id).await?;
-            Ok(format!("Callback {id} ({}) deleted.", registered.callback.url))
+            Ok(format!(
+                "Callback {id} ({}) deleted.",
+                registered.callback.url
+            ))
         }
     }
 }

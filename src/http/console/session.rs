@@ -145,7 +145,7 @@ impl FromRequestParts<Console> for Operator {
 }
 
 /// A signed-in operator reading JSON (the progress of a recovery): without a session, 401.
-pub(super) struct Reader(pub Operator);
+pub(super) struct Reader;
 
 impl FromRequestParts<Console> for Reader {
     type Rejection = AppError;
@@ -153,7 +153,7 @@ impl FromRequestParts<Console> for Reader {
     async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, AppError> {
         Operator::from_parts(parts, console)
             .await
-            .map(Self)
+            .map(|_| Self)
             .ok_or_else(|| AppError::Unauthorized("sign in to the console first".to_owned()))
     }
 }
@@ -272,7 +272,12 @@ pub(super) async fn sign_in(
     let Some(expected) = &console.app.config.service_token else {
         return sign_in_page(&console, StatusCode::SERVICE_UNAVAILABLE, None);
     };
-    if !bool::from(credentials.token.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    if !bool::from(
+        credentials
+            .token
+            .as_bytes()
+            .ct_eq(expected.expose().as_bytes()),
+    ) {
         tracing::warn!("console sign-in refused: wrong service token");
         let problem = "That is not the service token (SERVICE_TOKEN).";
         return sign_in_page(&console, StatusCode::UNAUTHORIZED, Some(problem));
@@ -289,7 +294,11 @@ pub(super) async fn sign_in(
     let cookie = format!(
         "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{}",
         LIFETIME.as_secs(),
-        if behind_https(&headers) { "; Secure" } else { "" }
+        if behind_https(&headers) {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     see_other_with_cookie(ROOT, &cookie)
 }
@@ -356,6 +365,9 @@ mod tests {
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 }

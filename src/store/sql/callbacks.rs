@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::rows::{CALLBACK_COLUMNS, CallbackRow, GlobalRow};
-use super::{Backend, RowsAffected, SqlStore, json_rows};
+use super::{Backend, RowsAffected, SqlStore, cancel_pending, json_rows};
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, GlobalCallback, NewCallback, PageRequest, ProjectId,
     UserId, now_millis,
@@ -115,21 +115,27 @@ where
         reason: Option<&str>,
     ) -> StoreResult<bool> {
         // Enabling clears the failure state; disabling keeps it and records why.
-        let done = sqlx::query(
+        let now = now_millis();
+        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let touched: Vec<i64> = sqlx::query_scalar(
             "UPDATE callbacks SET enabled = $3, updater = $4, updated_at = $5, \
                  disabled_reason = $6, \
                  failure_time = CASE WHEN $3 THEN NULL ELSE failure_time END \
-             WHERE project_id = $1 AND id = $2 AND pipeline_id IS NULL",
+             WHERE project_id = $1 AND id = $2 AND pipeline_id IS NULL RETURNING id",
         )
         .bind(project.as_str())
         .bind(id)
         .bind(enabled)
         .bind(user.as_str())
-        .bind(now_millis())
+        .bind(now)
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if !enabled {
+            cancel_pending::<B>(&mut tx, &touched, now).await?;
+        }
+        tx.commit().await?;
+        Ok(!touched.is_empty())
     }
 
     async fn global_callbacks(&self, event: CallbackEvent) -> StoreResult<Vec<GlobalCallback>> {
@@ -168,14 +174,20 @@ where
                 project,
             ),
         };
-        let done = sqlx::query(&sql)
+        let now = now_millis();
+        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let touched: Vec<i64> = sqlx::query_scalar(&format!("{sql} RETURNING id"))
             .bind(first)
             .bind(enabled)
-            .bind(now_millis())
+            .bind(now)
             .bind(reason)
             .bind(project.map(ProjectId::as_str))
-            .execute(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(done.rows_affected())
+        if !enabled {
+            cancel_pending::<B>(&mut tx, &touched, now).await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(touched.len()).unwrap_or(u64::MAX))
     }
 }

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use super::rows::{CALLBACK_COLUMNS, CallbackRow, HISTORY_COLUMNS, HistoryRow, decode};
+use super::history::history_from;
+use super::rows::{CALLBACK_COLUMNS, CallbackRow, HistoryRow, decode};
 use super::{Backend, SqlStore};
 use crate::domain::{
     AttemptBucket, CallbackId, CallbackSearch, EpochMillis, HistoryEntry, PageRequest, ProjectId,
@@ -26,10 +27,9 @@ impl TryFrom<RegisteredRow> for RegisteredCallback {
 
     fn try_from(row: RegisteredRow) -> Result<Self, Self::Error> {
         let pipeline = match (row.pipeline_id, row.name) {
-            (Some(pipeline), Some(name)) => Some((
-                decode("pipeline_id", &pipeline)?,
-                decode("name", &name)?,
-            )),
+            (Some(pipeline), Some(name)) => {
+                Some((decode("pipeline_id", &pipeline)?, decode("name", &name)?))
+            }
             _ => None,
         };
         Ok(Self {
@@ -189,8 +189,9 @@ where
         delivery: i64,
     ) -> StoreResult<Vec<HistoryEntry>> {
         let rows: Vec<HistoryRow> = sqlx::query_as(&format!(
-            "SELECT {HISTORY_COLUMNS} FROM callback_history \
-             WHERE project_id = $1 AND delivery_id = $2 ORDER BY created_at DESC, id DESC"
+            "{} WHERE h.project_id = $1 AND h.delivery_id = $2 \
+             ORDER BY h.created_at DESC, h.id DESC",
+            history_from()
         ))
         .bind(project.as_str())
         .bind(delivery)

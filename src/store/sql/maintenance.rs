@@ -9,7 +9,7 @@ use crate::secrets::{SEALED_PREFIX, Sealer};
 use crate::store::{Maintenance, QueueStats, SecretTokenCounts, StoreResult};
 
 /// Retention's statements, each deleting up to `$2` rows older than `$1`.
-const PRUNE: [&str; 3] = [
+const PRUNE: [&str; 4] = [
     "DELETE FROM callback_history WHERE id IN \
          (SELECT id FROM callback_history WHERE created_at < $1 LIMIT $2)",
     "DELETE FROM deliveries WHERE id IN \
@@ -17,6 +17,8 @@ const PRUNE: [&str; 3] = [
     "DELETE FROM events WHERE id IN \
          (SELECT id FROM events e WHERE created_at < $1 \
             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_pk = e.id) LIMIT $2)",
+    "DELETE FROM recover_jobs WHERE id IN \
+         (SELECT id FROM recover_jobs WHERE state <> 'RUNNING' AND updated_at < $1 LIMIT $2)",
 ];
 
 /// How a secret column's value is sealed (`Sealer::seal_token`, `Sealer::seal_headers`).

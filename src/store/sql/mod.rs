@@ -17,14 +17,16 @@ mod members;
 mod outcomes;
 mod pipelines;
 mod queue;
+mod recovery;
 mod rows;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use sqlx::{Database, Pool};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 use tokio::sync::Notify;
 
+use crate::domain::{CANCELLED_DISABLED, CallbackId, EpochMillis};
 use crate::secrets::Sealer;
 
 /// What one database does its own way.
@@ -108,4 +110,40 @@ fn storable(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         text.into()
     }
+}
+
+/// Cancels the pending deliveries of `callbacks` (just disabled) that no worker holds now, each
+/// with its callback's disabled reason: they stop visibly, and a recovery can bring them back.
+/// Those a worker holds are cancelled when they are claimed next, if they are still pending.
+async fn cancel_pending<B: Backend>(
+    connection: &mut <B::Db as Database>::Connection,
+    callbacks: &[CallbackId],
+    now: EpochMillis,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+{
+    if callbacks.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "UPDATE deliveries SET status = 'CANCELLED', next_attempt_at = $2, updated_at = $2, \
+             cancel_reason = COALESCE((SELECT c.disabled_reason FROM callbacks c \
+                 WHERE c.id = deliveries.callback_id), $3) \
+         WHERE status = 'PENDING' AND (lease_until IS NULL OR lease_until <= $2) \
+           AND callback_id IN (SELECT CAST(value->>'i' AS BIGINT) FROM {})",
+        B::JSON_ROWS
+    ))
+    .bind(json_rows(
+        callbacks.iter().map(|id| serde_json::json!({ "i": id })),
+    ))
+    .bind(now)
+    .bind(CANCELLED_DISABLED)
+    .execute(connection)
+    .await?;
+    Ok(())
 }

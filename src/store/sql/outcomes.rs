@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{json_rows, storable};
-use crate::domain::{CallbackEffect, DeliveryOutcome};
+use crate::domain::{AttemptStatus, CallbackEffect, DeliveryOutcome};
 
 /// History rows of the outcomes that made an attempt.
 pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
@@ -27,6 +27,8 @@ pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
                 "response_body": a.response_body.as_deref().map(storable),
                 "start_time": a.start_time,
                 "end_time": a.end_time,
+                "manual": i32::from(a.manual),
+                "recover_job_id": a.recover_job,
             })
         })
         .collect();
@@ -47,9 +49,26 @@ pub(super) fn state_rows(outcomes: &[DeliveryOutcome]) -> String {
                     "attempts": o.attempts,
                     "next_attempt_at": o.next_attempt_at,
                     "last_error": o.last_error.as_deref().map(storable),
+                    "cancel_reason": o.cancel_reason.as_deref().map(storable),
+                    "attempted": i32::from(o.attempt.is_some()),
+                    "code": o.attempt.as_ref().and_then(|a| a.response_code),
                 })
             }),
     )
+}
+
+/// The deliveries that a manual re-send delivered, with the status it got.
+pub(super) fn manual_success_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .filter_map(|o| o.attempt.as_ref())
+        .filter(|a| a.manual && a.status == AttemptStatus::Success)
+        .filter_map(|a| {
+            let id = a.delivery_id?;
+            Some(serde_json::json!({ "id": id, "code": a.response_code }))
+        })
+        .collect();
+    (!rows.is_empty()).then(|| json_rows(rows))
 }
 
 /// Each callback's net effect in this batch (its last attempt decides), as
@@ -89,9 +108,10 @@ pub(super) struct EffectStatements {
     pub clear: String,
     /// Failure starts the clock, unless it runs already.
     pub start: String,
-    /// 410 Gone disables at once (`$2` now).
+    /// 410 Gone disables at once (`$2` now); returns the ids it disabled.
     pub gone: String,
-    /// A clock older than the cutoff disables (`$2` now, `$3` the cutoff, `$4` the reason).
+    /// A clock older than the cutoff disables (`$2` now, `$3` the cutoff, `$4` the reason);
+    /// returns the ids it disabled.
     pub expire: String,
 }
 
@@ -118,12 +138,13 @@ impl EffectStatements {
                 "UPDATE callbacks SET enabled = FALSE, updated_at = $2, \
                      failure_time = COALESCE(failure_time, $2), \
                      disabled_reason = 'the receiver answered 410 Gone' \
-                 WHERE enabled AND id IN ({})",
+                 WHERE enabled AND id IN ({}) RETURNING id",
                 ids("gone")
             ),
             expire: format!(
                 "UPDATE callbacks SET enabled = FALSE, updated_at = $2, disabled_reason = $4 \
-                 WHERE enabled AND failure_time IS NOT NULL AND failure_time <= $3 AND id IN ({})",
+                 WHERE enabled AND failure_time IS NOT NULL AND failure_time <= $3 AND id IN ({}) \
+                 RETURNING id",
                 ids("fail")
             ),
         }

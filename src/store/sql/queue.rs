@@ -7,9 +7,11 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 use tokio::sync::Notify;
 
 use super::intake::{CallbackTarget, Routing, scope_rows, targets_of};
-use super::outcomes::{EffectStatements, attempt_rows, effect_rows, state_rows};
+use super::outcomes::{
+    EffectStatements, attempt_rows, effect_rows, manual_success_rows, state_rows,
+};
 use super::rows::{ClaimRow, TargetRow};
-use super::{Backend, RowsAffected, SqlStore, json_rows};
+use super::{Backend, RowsAffected, SqlStore, cancel_pending, json_rows};
 use crate::domain::{
     CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, EventRoute, NewEvent, Published,
     now_millis,
@@ -128,9 +130,9 @@ where
             return Ok(Vec::new());
         }
         let rows: Vec<ClaimRow> = sqlx::query_as(
-            "SELECT d.id, d.host, d.attempts, d.callback_id, e.event, e.body, \
-                 cb.project_id AS callback_project, cb.url, cb.secret_token, cb.secret_headers, \
-                 cb.enabled \
+            "SELECT d.id, d.host, d.attempts, d.retry_base, d.recover_job_id, d.callback_id, \
+                 e.event, e.body, cb.project_id AS callback_project, cb.url, cb.secret_token, \
+                 cb.secret_headers, cb.enabled, cb.disabled_reason \
              FROM deliveries d JOIN events e ON e.id = d.event_pk \
              LEFT JOIN callbacks cb ON cb.id = d.callback_id \
              WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
@@ -186,13 +188,15 @@ where
             sqlx::query(&format!(
                 "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
                      event, status, attempt, error_msg, request_headers, request_body, \
-                     response_code, response_body, start_time, end_time, created_at) \
+                     response_code, response_body, start_time, end_time, created_at, manual, \
+                     recover_job_id) \
                  SELECT CAST(value->>'delivery_id' AS BIGINT), CAST(value->>'callback_id' AS BIGINT), \
                      value->>'project_id', value->>'url', value->>'event', value->>'status', \
                      CAST(value->>'attempt' AS INTEGER), value->>'error_msg', \
                      value->>'request_headers', value->>'request_body', \
                      CAST(value->>'response_code' AS INTEGER), value->>'response_body', \
-                     CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2 \
+                     CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2, \
+                     CAST(value->>'manual' AS INTEGER) = 1, CAST(value->>'recover_job_id' AS BIGINT) \
                  FROM {}",
                 B::JSON_ROWS
             ))
@@ -201,14 +205,21 @@ where
             .execute(&mut *tx)
             .await?;
         }
+        // The last attempt's error and status stay when an outcome made no attempt (a hand-back,
+        // a cancellation).
         sqlx::query(&format!(
             "UPDATE deliveries SET status = j.status, attempts = j.attempts, \
-                 next_attempt_at = j.next_attempt_at, last_error = j.last_error, \
+                 next_attempt_at = j.next_attempt_at, cancel_reason = j.cancel_reason, \
+                 last_error = CASE WHEN j.attempted = 1 THEN j.last_error ELSE deliveries.last_error END, \
+                 last_response_code = CASE WHEN j.attempted = 1 THEN j.code \
+                     ELSE deliveries.last_response_code END, \
                  lease_until = NULL, claim_token = NULL, updated_at = $2 \
              FROM (SELECT CAST(value->>'id' AS BIGINT) AS id, value->>'token' AS token, \
                      value->>'status' AS status, CAST(value->>'attempts' AS INTEGER) AS attempts, \
                      CAST(value->>'next_attempt_at' AS BIGINT) AS next_attempt_at, \
-                     value->>'last_error' AS last_error \
+                     value->>'last_error' AS last_error, value->>'cancel_reason' AS cancel_reason, \
+                     CAST(value->>'attempted' AS INTEGER) AS attempted, \
+                     CAST(value->>'code' AS INTEGER) AS code \
                    FROM {}) AS j \
              WHERE deliveries.id = j.id AND deliveries.claim_token = j.token",
             B::JSON_ROWS
@@ -217,23 +228,43 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(delivered) = manual_success_rows(outcomes) {
+            // A delivered re-send settles its delivery, unless a worker holds it right now (its
+            // own outcome follows): a recovery must not send it again.
+            sqlx::query(&format!(
+                "UPDATE deliveries SET status = 'SUCCESS', last_error = NULL, \
+                     last_response_code = j.code, cancel_reason = NULL, updated_at = $2 \
+                 FROM (SELECT CAST(value->>'id' AS BIGINT) AS id, \
+                         CAST(value->>'code' AS INTEGER) AS code FROM {}) AS j \
+                 WHERE deliveries.id = j.id AND deliveries.status <> 'SUCCESS' \
+                   AND (deliveries.lease_until IS NULL OR deliveries.lease_until <= $2)",
+                B::JSON_ROWS
+            ))
+            .bind(delivered)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(effects) = effect_rows(outcomes) {
             let sql = EffectStatements::new(B::JSON_ROWS);
             for clock in [&sql.clear, &sql.start] {
                 sqlx::query(clock).bind(&effects).execute(&mut *tx).await?;
             }
-            sqlx::query(&sql.gone)
+            let mut disabled: Vec<i64> = sqlx::query_scalar(&sql.gone)
                 .bind(&effects)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-            sqlx::query(&sql.expire)
-                .bind(&effects)
-                .bind(now)
-                .bind(disable.cutoff)
-                .bind(&disable.reason)
-                .execute(&mut *tx)
-                .await?;
+            disabled.extend(
+                sqlx::query_scalar::<_, i64>(&sql.expire)
+                    .bind(&effects)
+                    .bind(now)
+                    .bind(disable.cutoff)
+                    .bind(&disable.reason)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+            cancel_pending::<B>(&mut tx, &disabled, now).await?;
         }
         tx.commit().await?;
         Ok(())
