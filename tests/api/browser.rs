@@ -10,9 +10,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Backend, SERVICE_TOKEN, TestDb, backend_tests, public_url, start_delivering};
+use crate::common::{Backend, SERVICE_TOKEN, TestDb, WAIT, backend_tests, start_delivering};
+use crate::receiver::{Answer, Receiver};
 
 backend_tests!(
+    an_operator_finds_resends_recovers_and_signs_out,
     a_wrong_token_is_refused,
     a_form_without_the_csrf_token_is_refused,
     pages_fit_a_phone_and_work_from_the_keyboard,
@@ -20,6 +22,34 @@ backend_tests!(
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// Headless, as root in a container (no sandbox, no GPU, no /dev/shm), and never on the
+/// network beyond this machine: the tests only reach servers on 127.0.0.1, and Chromium's own
+/// background traffic (updates, field trials, safe browsing, link preconnects) is switched off,
+/// with a dead proxy for anything that is not loopback and no name resolution but `localhost`.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--no-pings",
+    "--dns-prefetch-disable",
+    "--disable-features=NetworkPrediction,NavigationPredictor,Prerender2,OptimizationHints,\
+     MediaRouter,Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+    "--proxy-server=http://127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+];
 /// How long a page may take to show what a test waits for.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -64,9 +94,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                // As root in a container: no sandbox, no GPU, no /dev/shm.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900"],
+                "args": CHROMIUM_ARGS,
             },
         });
         let client = ClientBuilder::new(HttpConnector::new())
@@ -83,7 +111,28 @@ impl Browser {
 
     /// Waits for the element `css` and returns its text.
     pub async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.unwrap()
+        self.on_element(css, async |element| element.text().await)
+            .await
+    }
+
+    /// `act` on the element `css` once it is there; again on the new page's when a navigation
+    /// replaced it meanwhile (a stale element).
+    async fn on_element<T>(
+        &self,
+        css: &str,
+        act: impl AsyncFn(fantoccini::elements::Element) -> Result<T, fantoccini::error::CmdError>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match act(self.wait_for(css).await).await {
+                Ok(done) => return done,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{css} on {}: {e}", self.path().await),
+            }
+        }
     }
 
     pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
@@ -100,7 +149,8 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        self.wait_for(css).await.click().await.unwrap();
+        self.on_element(css, async |element| element.click().await)
+            .await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
@@ -174,6 +224,141 @@ impl Drop for Browser {
     }
 }
 
+/// A callback URL on this machine where nothing listens (the browser never sees another host).
+fn unused_url(path: &str) -> String {
+    format!("http://127.0.0.1:9/{path}")
+}
+
+/// The whole tour: sign in, find a callback, open a failed delivery, re-send it and see it turn
+/// SUCCESS, recover the rest and watch the progress reach 100 %, sign out and be refused.
+async fn an_operator_finds_resends_recovers_and_signs_out(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let failed = 6;
+    let server = start_delivering(
+        &db,
+        &[
+            ("DELIVERY_RETRY_SCHEDULE", "none"),
+            ("RECOVER_BATCH_SIZE", "2"),
+        ],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script("/hook", vec![Answer::Status(500); failed]);
+    let token = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    server
+        .register(
+            "demo",
+            "alice",
+            "BUILD_END",
+            &receiver.url("/hook"),
+            Some(token),
+        )
+        .await;
+    for build in 0..failed {
+        let body = format!(r#"{{"event":"BUILD_END","data":{{"buildId":"b-{build}"}}}}"#);
+        let (status, answer) = server.publish("demo", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    server.wait_for_history("demo", "alice", failed).await;
+    let base = server.url("");
+    let browser = Browser::start().await;
+
+    browser.sign_in(&base, "ops", SERVICE_TOKEN).await;
+    assert_eq!(browser.text("#attempts-failed").await, failed.to_string());
+    browser.screenshot("overview").await;
+
+    // Find the callback by part of its URL, from the keyboard.
+    browser.click("a[href='/console/projects']").await;
+    browser
+        .type_into("#q", &format!("/HOOK{}", fantoccini::key::Key::Enter))
+        .await;
+    browser.click("#callbacks tbody a").await;
+    assert_eq!(browser.text("#callback-url").await, receiver.url("/hook"));
+    let states = browser
+        .client
+        .find_all(Locator::Css("#deliveries .state"))
+        .await
+        .unwrap();
+    assert_eq!(states.len(), failed);
+    for state in &states {
+        assert_eq!(state.text().await.unwrap(), "FAILED");
+    }
+
+    // The newest failed delivery: its attempt, the token and signature masked; re-send it.
+    browser.click("#deliveries tbody a").await;
+    assert_eq!(browser.text("#delivery-state .state").await, "FAILED");
+    let page = browser.page_text().await;
+    assert!(page.contains("answered 500"), "{page}");
+    assert!(page.contains("X-DEVOPS-WEBHOOK-TOKEN ******"), "{page}");
+    assert!(!page.contains(token));
+    browser.click("#resend").await;
+    browser
+        .wait_for_text("Delivered: the receiver accepted the re-send.")
+        .await;
+    assert_eq!(browser.text("#delivery-state .state").await, "SUCCESS");
+    assert!(browser.page_text().await.contains("manual re-send"));
+    browser.screenshot("delivery").await;
+    assert_eq!(receiver.count(), failed + 1);
+
+    // Recover the rest since yesterday (the form's default) and follow the job to the end.
+    browser.click("#to-callback").await;
+    browser.click("#recover button").await;
+    browser.wait_for_text("deliveries to re-queue.").await;
+    browser.wait_for("#recovery-progress").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = browser.text("#recovery-text").await;
+        if text.starts_with("100 %") && text.ends_with("DONE") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recovery stopped at {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let value = browser
+        .client
+        .execute(
+            "return document.getElementById('recovery-progress').value",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, json!(100));
+    receiver.wait_for(2 * failed, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // A reload (the URL ends in #recovery: going to it again would only scroll).
+        browser.client.refresh().await.unwrap();
+        let mut states = Vec::new();
+        for state in browser
+            .client
+            .find_all(Locator::Css("#deliveries .state"))
+            .await
+            .unwrap()
+        {
+            states.push(state.text().await.unwrap());
+        }
+        if states.len() == failed && states.iter().all(|s| s == "SUCCESS") {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let (_, history) = server.history("demo", "alice", "pageSize=100").await;
+            panic!("deliveries stand {states:?}; history {history}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Signed out, the console is closed to this browser.
+    browser.click("form.signout button").await;
+    browser.wait_for("#token").await;
+    browser.goto(&format!("{base}/console/projects/demo")).await;
+    browser.wait_for("#token").await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.close().await;
+}
+
 async fn a_wrong_token_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = start_delivering(&db, &[]).await;
@@ -196,7 +381,7 @@ async fn a_form_without_the_csrf_token_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = start_delivering(&db, &[]).await;
     server
-        .register("demo", "alice", "BUILD_END", &public_url("hook"), None)
+        .register("demo", "alice", "BUILD_END", &unused_url("hook"), None)
         .await;
     let browser = Browser::start().await;
     let base = server.url("");
@@ -243,12 +428,12 @@ async fn fits(browser: &Browser) -> bool {
 async fn pages_fit_a_phone_and_work_from_the_keyboard(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = start_delivering(&db, &[]).await;
-    let long = format!("{}?{}", public_url("a-rather-long/path"), "x=1&".repeat(40));
+    let long = format!("{}?{}", unused_url("a-rather-long/path"), "x=1&".repeat(40));
     server
         .register("demo", "alice", "BUILD_END", &long, None)
         .await;
     server
-        .register("demo", "alice", "BUILD_START", &public_url("short"), None)
+        .register("demo", "alice", "BUILD_START", &unused_url("short"), None)
         .await;
     let browser = Browser::start().await;
     browser.client.set_window_size(390, 844).await.unwrap();

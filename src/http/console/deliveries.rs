@@ -196,7 +196,7 @@ fn recovery_section(
                  disable, in the window; the workers then send each one again. Times are in "
                 (zone.name()) "."
             }
-            form.inline method="post" action={ (callback_path(project, id)) "/recover" } {
+            form.inline #recover method="post" action={ (callback_path(project, id)) "/recover" } {
                 (layout::guard(operator))
                 div {
                     label for="since" { "Since" }
@@ -310,7 +310,7 @@ async fn show_delivery(
     let zone = console.app.config.time_zone;
     let base = callback_path(&project, id);
     let body = html! {
-        p { "Of " a href=(base) { "callback " (id) } ": " (registered.callback.url) }
+        p { "Of " a #to-callback href=(base) { "callback " (id) } ": " (registered.callback.url) }
         @match entries.first() {
             None => p #no-attempts {
                 "No attempt of this delivery is recorded for this callback: it waits for its \
