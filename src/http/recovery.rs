@@ -300,6 +300,16 @@ pub(super) async fn stop(
     id: RecoverJobId,
     user: &UserId,
 ) -> Result<Envelope<RecoverJobView>> {
+    Ok(Envelope::ok(halt(state, project, id, user).await?.into()))
+}
+
+/// [`stop`], answering the job as it then stands (the console says whether it was running).
+pub(super) async fn halt(
+    state: &AppState,
+    project: &ProjectId,
+    id: RecoverJobId,
+    user: &UserId,
+) -> Result<RecoverJob> {
     let job = state
         .store
         .cancel_recovery(project, id, &format!("cancelled by {user}"))
@@ -308,5 +318,5 @@ pub(super) async fn stop(
     if job.state == RecoverState::Cancelled {
         tracing::info!(job = id, %user, "recovery job cancelled");
     }
-    Ok(Envelope::ok(job.into()))
+    Ok(job)
 }

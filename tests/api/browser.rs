@@ -265,7 +265,6 @@ async fn an_operator_finds_resends_recovers_and_signs_out(backend: Backend) {
 
     browser.sign_in(&base, "ops", SERVICE_TOKEN).await;
     assert_eq!(browser.text("#attempts-failed").await, failed.to_string());
-    browser.screenshot("overview").await;
 
     // Find the callback by part of its URL, from the keyboard.
     browser.click("a[href='/console/projects']").await;
@@ -349,6 +348,14 @@ async fn an_operator_finds_resends_recovers_and_signs_out(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The overview now counts the failures and the deliveries that followed.
+    browser.click("a.brand").await;
+    assert_eq!(
+        browser.text("#attempts-succeeded").await,
+        failed.to_string()
+    );
+    browser.screenshot("overview").await;
 
     // Signed out, the console is closed to this browser.
     browser.click("form.signout button").await;

@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::common::{
-    Backend, SERVICE_TOKEN, TestDb, TestServer, backend_tests, enc, public_url, start_delivering,
+    Backend, SERVICE_TOKEN, TestDb, TestServer, WAIT, backend_tests, enc, public_url,
+    start_delivering, wait_until,
 };
 use crate::receiver::{Answer, Receiver};
 
@@ -17,6 +18,7 @@ backend_tests!(
     sign_out_ends_the_session,
     search_finds_callbacks_of_every_level_and_actions_use_the_api,
     the_overview_shows_the_queue_outcomes_and_disabled_callbacks,
+    deliveries_resend_and_recovery_go_through_the_api,
 );
 
 /// A browser-like client of the console: no redirects followed, the session cookie kept.
@@ -482,4 +484,129 @@ async fn the_overview_shows_the_queue_outcomes_and_disabled_callbacks(backend: B
     assert!(html.contains(&receiver.url("/gone")));
     assert!(html.contains("<svg"), "{html}");
     assert!(html.contains("Not configured (BKCI_AMQP_URL is not set)."));
+}
+
+async fn deliveries_resend_and_recovery_go_through_the_api(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = start_delivering(&db, &[("DELIVERY_RETRY_SCHEDULE", "none")]).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/hook", vec![Answer::Status(500); 3]);
+    server
+        .register(
+            "demo",
+            "alice",
+            "BUILD_END",
+            &receiver.url("/hook"),
+            Some("s3cret-token"),
+        )
+        .await;
+    for _ in 0..3 {
+        server
+            .publish("demo", r#"{"event":"BUILD_END","data":{}}"#)
+            .await;
+    }
+    server.wait_for_history("demo", "alice", 3).await;
+    let mut console = Console::new(&server);
+    // The job's progress is for a session only.
+    let (status, body) =
+        crate::common::envelope_of(console.get("/console/projects/demo/recover_jobs/1").await)
+            .await;
+    assert_eq!(
+        (status, body["status"].as_i64()),
+        (StatusCode::UNAUTHORIZED, Some(401))
+    );
+    console.sign_in("ops", SERVICE_TOKEN).await;
+    let csrf = console.csrf().await;
+    let page = "/console/projects/demo/callbacks/1";
+    let (status, html) = console.page(page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches(r#"class="state FAILED""#).count(), 3, "{html}");
+    let (_, delivery) = console.page(&format!("{page}/deliveries/1")).await;
+    assert!(delivery.contains("******") && !delivery.contains("s3cret-token"));
+    assert!(delivery.contains("HTTP 500"), "{delivery}");
+    // Another callback's path does not show it; a callback that is not there is a 404 page.
+    let (status, _) = console
+        .page("/console/projects/demo/callbacks/7/deliveries/1")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Re-send delivery 1: delivered, marked manual, the delivery SUCCESS (the API agrees).
+    let back = format!("csrf={csrf}&back={}", enc(&format!("{page}/deliveries/1")));
+    let response = console
+        .post(&format!("{page}/deliveries/1/resend"), &back)
+        .await;
+    assert_eq!(location(&response), format!("{page}/deliveries/1"));
+    let (_, delivery) = console.page(&format!("{page}/deliveries/1")).await;
+    assert!(
+        delivery.contains("Delivered: the receiver accepted the re-send."),
+        "{delivery}"
+    );
+    assert!(delivery.contains("manual re-send"));
+    let (_, history) = server.history("demo", "alice", "").await;
+    assert_eq!(history["data"]["records"][0]["manual"], true, "{history}");
+    assert_eq!(
+        history["data"]["records"][0]["delivery"]["status"],
+        "SUCCESS"
+    );
+    // Nothing to re-send: said so.
+    console
+        .post(&format!("{page}/deliveries/99/resend"), &back)
+        .await;
+    let (_, delivery) = console.page(&format!("{page}/deliveries/1")).await;
+    assert!(
+        delivery.contains("callback history (99) does not exist"),
+        "{delivery}"
+    );
+
+    // A window that is not a time is refused, naming it; a good one starts the API's job.
+    let recover = format!("{page}/recover");
+    console
+        .post(
+            &recover,
+            &format!("csrf={csrf}&since=yesterday&back={}", enc(page)),
+        )
+        .await;
+    let (_, html) = console.page(page).await;
+    assert!(html.contains("since must be a time like"), "{html}");
+    let since = (chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai)
+        - chrono::Duration::hours(1))
+    .format("%Y-%m-%dT%H:%M")
+    .to_string();
+    let response = console
+        .post(
+            &recover,
+            &format!("csrf={csrf}&since={}&until=", enc(&since)),
+        )
+        .await;
+    assert_eq!(location(&response), format!("{page}?job=1#recovery"));
+    let mut job = serde_json::Value::Null;
+    wait_until("the recovery job is done", WAIT, async || {
+        let response = console.get("/console/projects/demo/recover_jobs/1").await;
+        job = response.json::<serde_json::Value>().await.unwrap()["data"].clone();
+        job["state"] == "DONE"
+    })
+    .await;
+    assert_eq!(
+        (job["total"].as_u64(), job["creator"].as_str()),
+        (Some(2), Some("ops"))
+    );
+    let (_, api) = server
+        .v4(Method::GET, "demo", "/recover_jobs/1", Some("alice"))
+        .await;
+    assert_eq!(api["data"], job);
+    let (_, html) = console.page(&format!("{page}?job=1")).await;
+    assert!(html.contains(r#"max="100" value="100""#), "{html}");
+    receiver.wait_for(6, WAIT).await;
+    // Cancelling a job that has ended says so and changes nothing.
+    console
+        .post(
+            "/console/projects/demo/recover_jobs/1/cancel",
+            &format!("csrf={csrf}&back={}", enc(page)),
+        )
+        .await;
+    let (_, html) = console.page(page).await;
+    assert!(
+        html.contains("Recovery job 1 had already ended: DONE."),
+        "{html}"
+    );
 }

@@ -1,6 +1,6 @@
 //! One callback's deliveries, one delivery's attempts, a re-send, and "recover since …" with the
 //! job's progress. The re-send, the recovery and its cancel call the API routes' own functions
-//! (`history::resend_history`, `recovery::launch`, `recovery::stop`); the lists read the store
+//! (`history::resend_history`, `recovery::launch`, `recovery::halt`); the lists read the store
 //! methods the API's views read.
 
 use axum::Router;
@@ -473,11 +473,16 @@ async fn cancel(
     let session = &posted.operator.session;
     let done = async {
         let Path((raw, job)) = path?;
-        recovery::stop(&console.app, &project_of(&raw)?, job, &session.user).await?;
-        Ok::<_, AppError>(job)
+        recovery::halt(&console.app, &project_of(&raw)?, job, &session.user).await
     };
     session.tell(match done.await {
-        Ok(job) => Notice::Done(format!("Recovery job {job} cancelled.")),
+        Ok(job) if job.state == RecoverState::Cancelled => {
+            Notice::Done(format!("Recovery job {} cancelled.", job.id))
+        }
+        Ok(job) => Notice::Failed(format!(
+            "Recovery job {} had already ended: {}.",
+            job.id, job.state
+        )),
         Err(e) => Notice::Failed(public_parts(&e).1),
     });
     Redirect::to(&posted.back).into_response()

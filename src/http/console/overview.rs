@@ -77,8 +77,9 @@ fn outcomes(from: EpochMillis, buckets: &[AttemptBucket], zone: chrono_tz::Tz) -
         section aria-labelledby="outcomes-title" {
             h2 #outcomes-title { "Delivery attempts in the last hour" }
             (chart(&slices, zone))
+            p { "From " (layout::at(from, zone)) " to now, in five-minute bars." }
             table.totals {
-                caption { "Totals, from " (layout::at(from, zone)) " to now" }
+                caption { "Totals" }
                 thead { tr { th scope="col" { "Outcome" } th scope="col" { "Attempts" } } }
                 tbody {
                     tr { th scope="row" { span.key.ok {} "Delivered" } td #attempts-succeeded { (succeeded) } }
