@@ -215,11 +215,18 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver's own process group (it leads it: `process_group(0)`), Chromium
+    /// included, with a direct `kill(-pgid)`: never through a command line, and never for a
+    /// group id of 0 or 1 (which would signal this group, or every process).
     fn drop(&mut self) {
-        if let Some(pid) = self.driver.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
-                .status();
+        let group = self
+            .driver
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .filter(|&id| id > 1)
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 }
