@@ -195,7 +195,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Posted<T> {
         let bytes = Bytes::from_request(Request::from_parts(parts, body), console)
             .await
             .map_err(IntoResponse::into_response)?;
-        let guard: Guard = parse_form(&bytes)?;
+        let guard: Guard = parse_form(&bytes).map_err(IntoResponse::into_response)?;
         let expected = operator.session.csrf.as_bytes();
         if !bool::from(guard.csrf.as_bytes().ct_eq(expected)) {
             return Err(layout::refusal(
@@ -206,22 +206,32 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Posted<T> {
             ));
         }
         Ok(Self {
-            form: parse_form(&bytes)?,
+            form: parse_form(&bytes).map_err(IntoResponse::into_response)?,
             back: console_path(&guard.back).unwrap_or(ROOT).to_owned(),
             operator,
         })
     }
 }
 
-/// An `application/x-www-form-urlencoded` body; a 400 page naming the problem when it is not `T`.
-fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
-    serde_urlencoded::from_bytes(bytes).map_err(|e| {
+/// An `application/x-www-form-urlencoded` body that is not what `T` takes; a 400 page naming
+/// the problem.
+struct BadForm(serde_urlencoded::de::Error);
+
+impl IntoResponse for BadForm {
+    fn into_response(self) -> Response {
         layout::refusal(
             StatusCode::BAD_REQUEST,
             "Form not understood",
-            &format!("The form's fields are not what this action takes: {e}."),
+            &format!(
+                "The form's fields are not what this action takes: {}.",
+                self.0
+            ),
         )
-    })
+    }
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BadForm> {
+    serde_urlencoded::from_bytes(bytes).map_err(BadForm)
 }
 
 /// `path` when it is a page of the console (so a form's `back` cannot send anyone elsewhere).
@@ -267,7 +277,7 @@ pub(super) async fn sign_in(
 ) -> Response {
     let credentials: Credentials = match parse_form(&body) {
         Ok(credentials) => credentials,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let Some(expected) = &console.app.config.service_token else {
         return sign_in_page(&console, StatusCode::SERVICE_UNAVAILABLE, None);
