@@ -5,7 +5,8 @@
 //! them: start, stage, job, two tasks started and ended, job, stage, end) to bk-ci's build
 //! exchange, waits until each has arrived at the receiver, and prints the figures as
 //! `name=value` lines: messages/s from the first publish to the last arrival, the p50/p99/max
-//! bus→receipt latency, the lookups the fake bk-ci answered, duplicates and missing.
+//! bus→receipt latency, the lookups the fake bk-ci answered, duplicates and missing; then
+//! `LIGHT_MESSAGES` (default 300) more at about 50 a second, and their p50/p99 latency.
 //!
 //! Environment: `SERVICE_URL`, `SERVICE_TOKEN`, `AMQP_URL`, `QUEUE` (the bridge's build queue),
 //! `FAKE_ADDR`, `RECEIVER_ADDR`, `MESSAGES` (default 20000), `LIMIT_SECS` (default 120).
@@ -79,40 +80,111 @@ async fn main() {
         .await
         .unwrap();
 
+    // Throughput: every message as fast as the broker confirms them.
     let builds = messages.div_ceil(PER_BUILD.len());
-    let mut published: HashMap<String, Instant> = HashMap::with_capacity(messages);
     let started = Instant::now();
+    let published = publish(&channel, "b", messages, None).await;
+    let publishing = started.elapsed();
+    wait_for_arrivals(&arrivals, messages, started + limit).await;
+    let (delivered, last, latencies) = arrivals.lock().unwrap().of(&published);
+    println!("messages={messages}");
+    println!("builds={builds}");
+    println!("publish_secs={:.2}", publishing.as_secs_f64());
+    println!("delivered={delivered}");
+    println!("missing={}", messages - delivered.min(messages));
+    println!("duplicates={}", arrivals.lock().unwrap().duplicates);
+    println!("record_lookups={}", lookups.load(Ordering::Relaxed));
+    println!(
+        "messages_per_sec={:.0}",
+        delivered as f64 / (last.unwrap_or(started) - started).as_secs_f64()
+    );
+    println!("latency_p50_ms={:.1}", percentile(&latencies, 0.50));
+    println!("latency_p99_ms={:.1}", percentile(&latencies, 0.99));
+    println!("latency_max_ms={:.1}", percentile(&latencies, 1.0));
+
+    // Light load: LIGHT_MESSAGES more at about 50 a second, each on its own.
+    let light: usize = std::env::var("LIGHT_MESSAGES").map_or(300, |m| m.parse().unwrap());
+    let light_started = Instant::now();
+    let published = publish(&channel, "l", light, Some(Duration::from_millis(20))).await;
+    wait_for_arrivals(&arrivals, messages + light, light_started + limit).await;
+    let (delivered, _, latencies) = arrivals.lock().unwrap().of(&published);
+    println!("light_messages={light}");
+    println!("light_missing={}", light - delivered.min(light));
+    println!("light_latency_p50_ms={:.1}", percentile(&latencies, 0.50));
+    println!("light_latency_p99_ms={:.1}", percentile(&latencies, 0.99));
+    println!("driver_cpu_secs={:.2}", own_cpu_secs());
+}
+
+impl Arrivals {
+    /// Of the `published` messages: how many arrived, the last arrival, and the sorted
+    /// publish-to-arrival latencies in ms.
+    fn of(&self, published: &HashMap<String, Instant>) -> (usize, Option<Instant>, Vec<f64>) {
+        let mut last = None;
+        let mut latencies: Vec<f64> = published
+            .iter()
+            .filter_map(|(key, at)| {
+                let arrived = *self.first.get(key)?;
+                last = last.max(Some(arrived));
+                Some((arrived - *at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        (latencies.len(), last, latencies)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).copied().unwrap_or(f64::NAN)
+}
+
+async fn wait_for_arrivals(arrivals: &Mutex<Arrivals>, count: usize, deadline: Instant) {
+    while arrivals.lock().unwrap().first.len() < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes `count` messages of builds named `<prefix>-n`, 10 per build, each `pace` apart
+/// (none: as fast as the broker confirms them, 500 confirms at a time); answers when each was
+/// published, by the key its body will arrive with.
+async fn publish(
+    channel: &lapin::Channel,
+    prefix: &str,
+    count: usize,
+    pace: Option<Duration>,
+) -> HashMap<String, Instant> {
+    let mut published = HashMap::with_capacity(count);
     let mut confirms = Vec::with_capacity(500);
-    'publishing: for n in 0..builds {
-        let build = format!("b-{n:08}");
-        for (index, (event, stage, task)) in PER_BUILD.iter().enumerate() {
-            if published.len() == messages {
-                break 'publishing;
+    for n in 0..count {
+        let build = format!("{prefix}-{:08}", n / PER_BUILD.len());
+        let index = n % PER_BUILD.len();
+        let (event, stage, task) = PER_BUILD[index];
+        let payload = message(&build, index, event, stage, task);
+        published.insert(key(&build, event, task), Instant::now());
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let confirm = channel
+            .basic_publish(
+                EXCHANGE.into(),
+                EXCHANGE.into(),
+                BasicPublishOptions::default(),
+                payload.as_bytes(),
+                properties,
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+        if confirms.len() == 500 || pace.is_some() {
+            for confirm in confirms.drain(..) {
+                assert!(
+                    confirm.await.unwrap().is_ack(),
+                    "the broker took the message"
+                );
             }
-            let payload = message(&build, index, event, *stage, *task);
-            published.insert(key(&build, event, *task), Instant::now());
-            let properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2);
-            let confirm = channel
-                .basic_publish(
-                    EXCHANGE.into(),
-                    EXCHANGE.into(),
-                    BasicPublishOptions::default(),
-                    payload.as_bytes(),
-                    properties,
-                )
-                .await
-                .unwrap();
-            confirms.push(confirm);
-            if confirms.len() == 500 {
-                for confirm in confirms.drain(..) {
-                    assert!(
-                        confirm.await.unwrap().is_ack(),
-                        "the broker took the message"
-                    );
-                }
-            }
+        }
+        if let Some(pace) = pace {
+            tokio::time::sleep(pace).await;
         }
     }
     for confirm in confirms.drain(..) {
@@ -121,48 +193,7 @@ async fn main() {
             "the broker took the message"
         );
     }
-    let publishing = started.elapsed();
-
-    let deadline = started + limit;
-    while arrivals.lock().unwrap().first.len() < messages && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let arrivals = arrivals.lock().unwrap();
-    let mut latencies: Vec<f64> = published
-        .iter()
-        .filter_map(|(key, at)| {
-            arrivals
-                .first
-                .get(key)
-                .map(|arrived| (*arrived - *at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let last = arrivals.first.values().max().copied().unwrap_or(started);
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    println!("messages={messages}");
-    println!("builds={builds}");
-    println!("publish_secs={:.2}", publishing.as_secs_f64());
-    println!("delivered={}", arrivals.first.len());
-    println!("missing={}", messages - arrivals.first.len().min(messages));
-    println!("duplicates={}", arrivals.duplicates);
-    println!("record_lookups={}", lookups.load(Ordering::Relaxed));
-    println!(
-        "messages_per_sec={:.0}",
-        arrivals.first.len() as f64 / (last - started).as_secs_f64()
-    );
-    println!("latency_p50_ms={:.1}", percentile(0.50));
-    println!("latency_p99_ms={:.1}", percentile(0.99));
-    println!("driver_cpu_secs={:.2}", own_cpu_secs());
-    println!(
-        "latency_max_ms={:.1}",
-        latencies.last().copied().unwrap_or(f64::NAN)
-    );
+    published
 }
 
 /// One `PipelineBuildStatusBroadCastEvent`, as bk-ci's producers write it.
