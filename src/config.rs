@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,6 +21,242 @@ pub const DEFAULT_BLOCKED_PORTS: &[u16] = &[
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://devops-callbacks.db";
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,3h";
+
+/// The log filter when `RUST_LOG` is unset: one line per request and per failed delivery
+/// attempt, the start line, warnings and errors.
+pub const DEFAULT_LOG_FILTER: &str = "devops_callbacks=info,tower_http=info";
+
+/// One environment variable the service reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: VariableDefault,
+    pub meaning: &'static str,
+}
+
+/// What an unset variable means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariableDefault {
+    /// Unset is a state of its own (no token, no key file, …).
+    Unset,
+    /// Unset is this value, exactly as it could be written.
+    Value(&'static str),
+    /// Unset is what this says (it cannot be written as one value).
+    Described(&'static str),
+}
+
+/// Every variable of the configuration, in the order of `.env.example`: the one list that
+/// `--help` prints and that tests hold `Config::from_env`, `.env.example` and the README to.
+pub const VARIABLES: &[Variable] = {
+    use VariableDefault::{Described, Unset, Value};
+    const fn var(name: &'static str, default: VariableDefault, meaning: &'static str) -> Variable {
+        Variable {
+            name,
+            default,
+            meaning,
+        }
+    }
+    &[
+        var(
+            "DATABASE_URL",
+            Value(DEFAULT_DATABASE_URL),
+            "postgres://user:password@host:5432/db, or sqlite://FILE (created if missing)",
+        ),
+        var(
+            "DATABASE_MAX_CONNECTIONS",
+            Value("32"),
+            "database pool size (SQLite uses at most 8)",
+        ),
+        var(
+            "LISTEN_ADDR",
+            Value("127.0.0.1:8080"),
+            "IP:port the HTTP API listens on",
+        ),
+        var(
+            "LOG_FORMAT",
+            Value("text"),
+            "text or json, written to stderr",
+        ),
+        var(
+            "RUST_LOG",
+            Value(DEFAULT_LOG_FILTER),
+            "which log lines are written",
+        ),
+        var(
+            "SERVICE_TOKEN",
+            Unset,
+            "secret of the /op and /service routes (X-DEVOPS-BK-TOKEN); unset: they answer 503",
+        ),
+        var(
+            "CALLBACK_ALLOWED_CIDRS",
+            Value(""),
+            "CIDRs or addresses callbacks may reach although private or local, e.g. 127.0.0.0/8,10.1.2.3",
+        ),
+        var(
+            "CALLBACK_ALLOWLIST_ONLY",
+            Value("false"),
+            "true: callbacks may reach only CALLBACK_ALLOWED_CIDRS",
+        ),
+        var(
+            "CALLBACK_BLOCKED_PORTS",
+            Described("bk-ci's list of high-risk ports"),
+            "ports callback URLs may not use, comma-separated (empty: none)",
+        ),
+        var(
+            "TIME_ZONE",
+            Value("Asia/Shanghai"),
+            "IANA zone of the history API's local times and of failureTime",
+        ),
+        var(
+            "AUTH_MODE",
+            Value("local"),
+            "who decides permissions: local (the project_members table) or bkci (the bk-ci auth service)",
+        ),
+        var(
+            "BKCI_AUTH_URL",
+            Unset,
+            "with AUTH_MODE=bkci, required: the auth service's base URL",
+        ),
+        var(
+            "BKCI_AUTH_TOKEN",
+            Unset,
+            "with AUTH_MODE=bkci, required: sent to it as X-DEVOPS-BK-TOKEN",
+        ),
+        var(
+            "BKCI_AUTH_TIMEOUT_MS",
+            Value("3000"),
+            "with AUTH_MODE=bkci: milliseconds a permission question may take (then 503)",
+        ),
+        var(
+            "AUTH_CACHE_TTL_SECS",
+            Described("5 with local, 30 with bkci"),
+            "seconds a permission decision is reused (0: off)",
+        ),
+        var(
+            "APIGW_PUBLIC_KEY_FILE",
+            Unset,
+            "PEM RSA public key of the API gateway; set: X-Bkapi-JWT is required on the v4 routes",
+        ),
+        var(
+            "SECRET_ENCRYPTION_KEY",
+            Unset,
+            "32 bytes, base64: encrypts callback tokens at rest",
+        ),
+        var(
+            "REQUEST_TIMEOUT_SECS",
+            Value("30"),
+            "seconds a request may take (then 503)",
+        ),
+        var(
+            "MAX_BODY_BYTES",
+            Value("16777216"),
+            "largest request body (then 413)",
+        ),
+        var(
+            "MAX_URI_BYTES",
+            Value("8192"),
+            "longest path and query (then 414)",
+        ),
+        var(
+            "MAX_HEADER_BYTES",
+            Value("32768"),
+            "most bytes of request headers (then 431)",
+        ),
+        var(
+            "HEADER_READ_TIMEOUT_MS",
+            Value("10000"),
+            "a connection that completes no request's headers for this long is closed",
+        ),
+        var(
+            "MAX_CONNECTIONS",
+            Value("1024"),
+            "client connections open at once (more wait)",
+        ),
+        var(
+            "DELIVERY_CONCURRENCY",
+            Value("64"),
+            "delivery attempts in flight in this process",
+        ),
+        var(
+            "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
+            Value("16"),
+            "delivery attempts in flight to one host",
+        ),
+        var(
+            "DELIVERY_TIMEOUT_MS",
+            Value("10000"),
+            "milliseconds one delivery attempt may take",
+        ),
+        var(
+            "DELIVERY_SUCCESS",
+            Value("2xx"),
+            "what counts as delivered: 2xx, or any-response (as bk-ci)",
+        ),
+        var(
+            "DELIVERY_CA_FILE",
+            Unset,
+            "PEM file of extra root certificates trusted for receivers",
+        ),
+        var(
+            "DELIVERY_TLS_VERIFY",
+            Value("true"),
+            "false: trust any receiver certificate (as bk-ci; warned at start)",
+        ),
+        var(
+            "DELIVERY_RETRY_SCHEDULE",
+            Value(DEFAULT_RETRY_SCHEDULE),
+            "delays between attempts (ms, s, m, h; none: no retries)",
+        ),
+        var(
+            "DELIVERY_LEASE_SECS",
+            Value("60"),
+            "seconds a claimed delivery is reserved; more than DELIVERY_TIMEOUT_MS",
+        ),
+        var(
+            "DELIVERY_POLL_MS",
+            Value("1000"),
+            "backstop poll for due deliveries",
+        ),
+        var(
+            "CALLBACK_DISABLE_AFTER",
+            Value("12h"),
+            "a callback failing without a success this long is disabled",
+        ),
+        var(
+            "SHUTDOWN_GRACE_SECS",
+            Value("20"),
+            "seconds a stopping process lets attempts in flight finish",
+        ),
+        var(
+            "HISTORY_RETENTION_DAYS",
+            Value("30"),
+            "history and finished deliveries older than this are deleted",
+        ),
+        var(
+            "RETENTION_SWEEP_SECS",
+            Value("300"),
+            "how often the retention sweep runs",
+        ),
+    ]
+};
+
+/// The variables for `--help`: `NAME=default` (or why there is none) and what it means.
+pub fn variables_help() -> String {
+    let mut help = String::from(
+        "Configuration comes from the environment. In development a .env file is read too (from \
+         the working directory or the nearest parent that has one; variables already set win, \
+         and a line that does not parse stops the start). Every variable is optional:\n",
+    );
+    for variable in VARIABLES {
+        let first = match variable.default {
+            VariableDefault::Value(value) => format!("{}={value}", variable.name),
+            VariableDefault::Unset => format!("{} (unset)", variable.name),
+            VariableDefault::Described(what) => format!("{} (default: {what})", variable.name),
+        };
+        help.push_str(&format!("\n  {first}\n          {}\n", variable.meaning));
+    }
+    help
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -69,6 +305,20 @@ pub enum AuthMode {
     Local,
     /// The bk-ci auth service.
     BkCi(BkCiAuthConfig),
+}
+
+impl fmt::Display for AuthMode {
+    /// As the start line shows it: `local`, or `bkci` and the service's URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("local"),
+            Self::BkCi(service) => {
+                let mut url = service.url.clone();
+                let _ = url.set_password(None);
+                write!(f, "bkci ({url})")
+            }
+        }
+    }
 }
 
 /// Where and how to ask the bk-ci auth service.
@@ -223,8 +473,104 @@ impl ConfigError {
     }
 }
 
+/// A `.env` file that cannot be read, or a line of it that does not parse. Values are never
+/// shown: a `.env` holds secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum DotenvError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} line {line}: {problem}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// Reads `.env` from the working directory or the nearest parent that has one (as dotenvy
+/// looks for it) into the environment, keeping variables already set. The whole file is checked
+/// first: a line that does not parse stops the start, naming its number, and sets nothing.
+pub fn load_dotenv() -> Result<Option<PathBuf>, DotenvError> {
+    let Some(path) = std::env::current_dir().ok().and_then(|dir| {
+        dir.ancestors()
+            .map(|d| d.join(".env"))
+            .find(|p| p.is_file())
+    }) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| DotenvError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    if let Some((line, problem)) = first_bad_line(&text) {
+        return Err(DotenvError::Line {
+            path,
+            line,
+            problem,
+        });
+    }
+    dotenvy::from_read(text.as_bytes()).map_err(|e| DotenvError::Read {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(Some(path))
+}
+
+/// The number (from 1) of the first line of a `.env` text that dotenvy cannot parse, and what
+/// is wrong with it. dotenvy names the failing line's text and a position in it, not its
+/// number, so the line is found as the end of the shortest prefix of the file that fails the
+/// same way (a quoted value may span lines).
+fn first_bad_line(text: &str) -> Option<(usize, String)> {
+    let failure = parse_failure(text)?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut end = 0;
+    let last = lines.iter().position(|line| {
+        end += line.len();
+        parse_failure(&text[..end]).as_ref() == Some(&failure)
+    })?;
+    let (content, index) = failure;
+    let number = if index >= content.chars().count() {
+        // A quote never closed: the line where it opened.
+        last - content.trim_end_matches('\n').matches('\n').count()
+    } else {
+        last - content.chars().skip(index).filter(|&c| c == '\n').count()
+    };
+    Some((number + 1, line_problem(lines[number])))
+}
+
+/// dotenvy's first parse error in `text`: the failing line's text and a position in it.
+fn parse_failure(text: &str) -> Option<(String, usize)> {
+    dotenvy::from_read_iter(text.as_bytes()).find_map(|item| match item {
+        Err(dotenvy::Error::LineParse(content, index)) => Some((content, index)),
+        _ => None,
+    })
+}
+
+/// What is wrong with a line that does not parse, naming its variable but not its value.
+fn line_problem(line: &str) -> String {
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_start_matches("export ").trim())
+        .filter(|key| {
+            key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        });
+    match key {
+        Some(key) => format!(
+            "the value of {key} does not parse (quote a value that holds spaces, quotes or #, \
+             and close every quote)"
+        ),
+        None => "expected NAME=value, a comment (#) or an empty line".to_owned(),
+    }
+}
+
 impl Config {
-    /// Reads the process environment (call `dotenvy::dotenv()` first in development).
+    /// Reads the process environment (call `load_dotenv()` first in development).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -246,7 +592,7 @@ impl Config {
                     .required::<BkCiToken>("BKCI_AUTH_TOKEN", "AUTH_MODE=bkci")
                     .map_err(ConfigError::redacted)?
                     .0,
-                timeout: Duration::from_millis(vars.parsed("BKCI_AUTH_TIMEOUT_MS", 3_000)?),
+                timeout: vars.millis("BKCI_AUTH_TIMEOUT_MS", 3_000)?,
             }),
         };
         // bk-ci answers over the network, so its decisions are kept longer by default.
@@ -258,16 +604,36 @@ impl Config {
             database_url: vars
                 .raw("DATABASE_URL")
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            database_max_connections: vars.parsed("DATABASE_MAX_CONNECTIONS", 32)?,
-            listen_addr: vars.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            database_max_connections: vars.whole(
+                "DATABASE_MAX_CONNECTIONS",
+                32,
+                Unit::Of("connections"),
+            )?,
+            listen_addr: vars
+                .parsed(
+                    "LISTEN_ADDR",
+                    IpPort(SocketAddr::from(([127, 0, 0, 1], 8080))),
+                )?
+                .0,
             log_format: vars.parsed("LOG_FORMAT", LogFormat::Text)?,
             service_token: vars.raw("SERVICE_TOKEN").map(Secret::new),
-            allowed_cidrs: vars.list("CALLBACK_ALLOWED_CIDRS", Vec::new())?,
+            allowed_cidrs: vars
+                .list("CALLBACK_ALLOWED_CIDRS", Vec::new())?
+                .into_iter()
+                .map(|Cidr(net)| net)
+                .collect(),
             allowlist_only: vars.parsed("CALLBACK_ALLOWLIST_ONLY", false)?,
-            blocked_ports: vars.list("CALLBACK_BLOCKED_PORTS", DEFAULT_BLOCKED_PORTS.to_vec())?,
-            time_zone: vars.parsed("TIME_ZONE", chrono_tz::Asia::Shanghai)?,
+            blocked_ports: vars
+                .list(
+                    "CALLBACK_BLOCKED_PORTS",
+                    DEFAULT_BLOCKED_PORTS.iter().map(|&p| Port(p)).collect(),
+                )?
+                .into_iter()
+                .map(|Port(port)| port)
+                .collect(),
+            time_zone: vars.parsed("TIME_ZONE", Zone(chrono_tz::Asia::Shanghai))?.0,
             auth_mode,
-            auth_cache_ttl: Duration::from_secs(vars.parsed("AUTH_CACHE_TTL_SECS", default_ttl)?),
+            auth_cache_ttl: vars.secs("AUTH_CACHE_TTL_SECS", default_ttl)?,
             apigw_public_key_file: vars
                 .raw("APIGW_PUBLIC_KEY_FILE")
                 .map(|path| parse_value("APIGW_PUBLIC_KEY_FILE", path))
@@ -277,16 +643,14 @@ impl Config {
                 .map(|value| parse_value("SECRET_ENCRYPTION_KEY", value))
                 .transpose()
                 .map_err(ConfigError::redacted)?,
-            request_timeout: Duration::from_secs(vars.parsed("REQUEST_TIMEOUT_SECS", 30)?),
-            header_read_timeout: Duration::from_millis(
-                vars.parsed("HEADER_READ_TIMEOUT_MS", 10_000)?,
-            ),
-            max_connections: vars.parsed("MAX_CONNECTIONS", 1024)?,
-            max_body_bytes: vars.parsed("MAX_BODY_BYTES", 16 * 1024 * 1024)?,
-            max_uri_bytes: vars.parsed("MAX_URI_BYTES", 8 * 1024)?,
-            max_header_bytes: vars.parsed("MAX_HEADER_BYTES", 32 * 1024)?,
-            delivery_concurrency: vars.parsed("DELIVERY_CONCURRENCY", 64)?,
-            delivery_timeout: Duration::from_millis(vars.parsed("DELIVERY_TIMEOUT_MS", 10_000)?),
+            request_timeout: vars.secs("REQUEST_TIMEOUT_SECS", 30)?,
+            header_read_timeout: vars.millis("HEADER_READ_TIMEOUT_MS", 10_000)?,
+            max_connections: vars.whole("MAX_CONNECTIONS", 1024, Unit::Of("connections"))?,
+            max_body_bytes: vars.whole("MAX_BODY_BYTES", 16 * 1024 * 1024, Unit::Of("bytes"))?,
+            max_uri_bytes: vars.whole("MAX_URI_BYTES", 8 * 1024, Unit::Of("bytes"))?,
+            max_header_bytes: vars.whole("MAX_HEADER_BYTES", 32 * 1024, Unit::Of("bytes"))?,
+            delivery_concurrency: vars.whole("DELIVERY_CONCURRENCY", 64, Unit::Of("attempts"))?,
+            delivery_timeout: vars.millis("DELIVERY_TIMEOUT_MS", 10_000)?,
             delivery_success: vars.parsed("DELIVERY_SUCCESS", SuccessRule::Status2xx)?,
             delivery_ca_file: vars
                 .raw("DELIVERY_CA_FILE")
@@ -296,10 +660,14 @@ impl Config {
             retry_schedule: vars
                 .parsed("DELIVERY_RETRY_SCHEDULE", RetryDelays::default())?
                 .0,
-            delivery_lease: Duration::from_secs(vars.parsed("DELIVERY_LEASE_SECS", 60)?),
-            delivery_poll: Duration::from_millis(vars.parsed("DELIVERY_POLL_MS", 1_000)?),
-            shutdown_grace: Duration::from_secs(vars.parsed("SHUTDOWN_GRACE_SECS", 20)?),
-            max_in_flight_per_host: vars.parsed("DELIVERY_MAX_IN_FLIGHT_PER_HOST", 16)?,
+            delivery_lease: vars.secs("DELIVERY_LEASE_SECS", 60)?,
+            delivery_poll: vars.millis("DELIVERY_POLL_MS", 1_000)?,
+            shutdown_grace: vars.secs("SHUTDOWN_GRACE_SECS", 20)?,
+            max_in_flight_per_host: vars.whole(
+                "DELIVERY_MAX_IN_FLIGHT_PER_HOST",
+                16,
+                Unit::Of("attempts"),
+            )?,
             callback_disable_after: vars
                 .parsed(
                     "CALLBACK_DISABLE_AFTER",
@@ -307,11 +675,11 @@ impl Config {
                 )?
                 .0,
             history_retention: Duration::from_secs(
-                vars.parsed::<u64>("HISTORY_RETENTION_DAYS", 30)?
+                vars.whole::<u64>("HISTORY_RETENTION_DAYS", 30, Unit::Of("days"))?
                     .saturating_mul(86_400),
             ),
-            retention_sweep: Duration::from_secs(vars.parsed("RETENTION_SWEEP_SECS", 300)?),
-            recover_batch_size: vars.parsed("RECOVER_BATCH_SIZE", 500)?,
+            retention_sweep: vars.secs("RETENTION_SWEEP_SECS", 300)?,
+            recover_batch_size: vars.whole("RECOVER_BATCH_SIZE", 500, Unit::Of("deliveries"))?,
             bridge: bridge_config(&vars)?,
         }
         .validated()
@@ -504,6 +872,90 @@ impl FromStr for BkCiToken {
     }
 }
 
+/// `LISTEN_ADDR`: an IP and a port. A host name is not resolved: which of its addresses would be
+/// bound is better said outright.
+struct IpPort(SocketAddr);
+
+impl FromStr for IpPort {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self).map_err(|_| {
+            "expected IP:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080 (a host name such \
+             as localhost is not resolved)"
+        })
+    }
+}
+
+/// An entry of `CALLBACK_ALLOWED_CIDRS`: a CIDR, or a bare address meaning only itself (/32, or
+/// /128 for IPv6).
+struct Cidr(IpNet);
+
+impl FromStr for Cidr {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map(Self)
+            .map_err(|_| "expected a CIDR such as 10.0.0.0/8 or an address such as 10.1.2.3")
+    }
+}
+
+/// An entry of `CALLBACK_BLOCKED_PORTS`.
+struct Port(u16);
+
+impl FromStr for Port {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Self)
+            .map_err(|_| "expected a port number from 0 to 65535")
+    }
+}
+
+/// `TIME_ZONE`.
+struct Zone(chrono_tz::Tz);
+
+impl FromStr for Zone {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Self)
+            .map_err(|_| "expected an IANA time zone such as Asia/Shanghai or UTC")
+    }
+}
+
+/// What a whole-number variable counts, for the message when it is not a whole number.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Millis,
+    Secs,
+    Of(&'static str),
+}
+
+impl Unit {
+    /// What was expected instead of `text`; a duration with a unit (`10s` where milliseconds
+    /// are meant) gets the number to write instead.
+    fn expected(self, text: &str) -> String {
+        let (unit, per) = match self {
+            Self::Millis => ("milliseconds", Some(1)),
+            Self::Secs => ("seconds", Some(1_000)),
+            Self::Of(unit) => (unit, None),
+        };
+        let mut reason = format!("expected a whole number of {unit}");
+        if let (Some(per), Ok(duration)) = (per, parse_duration(text)) {
+            let millis = duration.as_millis();
+            if millis % per == 0 {
+                reason.push_str(&format!(" (for {text} write {})", millis / per));
+            }
+        }
+        reason
+    }
+}
+
 /// `DELIVERY_RETRY_SCHEDULE`: the delays between attempts.
 struct RetryDelays(Vec<Duration>);
 
@@ -604,6 +1056,33 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     {
         self.raw(name)
             .map_or(Ok(default), |value| parse_value(name, value))
+    }
+
+    /// A whole number of `unit`.
+    fn whole<T: FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        unit: Unit,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.raw(name) else {
+            return Ok(default);
+        };
+        value.trim().parse().map_err(|_| ConfigError {
+            name,
+            reason: unit.expected(value.trim()),
+            value,
+        })
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.whole(name, default, Unit::Millis)
+            .map(Duration::from_millis)
+    }
+
+    fn secs(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.whole(name, default, Unit::Secs)
+            .map(Duration::from_secs)
     }
 
     /// A variable that `because` makes mandatory.
@@ -842,6 +1321,229 @@ mod tests {
             assert_eq!(text.parse::<HumanDuration>().unwrap().to_string(), text);
         }
         assert_eq!("120m".parse::<HumanDuration>().unwrap().to_string(), "2h");
+    }
+
+    /// AUTH_MODE=bkci, so that every variable is read.
+    const BKCI: [(&str, &str); 3] = [
+        ("AUTH_MODE", "bkci"),
+        ("BKCI_AUTH_URL", "http://auth.example:8080/"),
+        ("BKCI_AUTH_TOKEN", "bk-token"),
+    ];
+
+    fn error_for(name: &str, value: &str) -> String {
+        let mut vars = BKCI.to_vec();
+        vars.push((name, value));
+        config(&vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_config_error_says_what_was_expected() {
+        let err = error_for("LISTEN_ADDR", "localhost:8080");
+        assert!(
+            err.contains("LISTEN_ADDR") && err.contains("expected IP:port"),
+            "{err}"
+        );
+        let err = error_for("DELIVERY_TIMEOUT_MS", "10s");
+        assert!(err.contains("whole number of milliseconds"), "{err}");
+        assert!(err.contains("for 10s write 10000"), "{err}");
+        let err = error_for("SHUTDOWN_GRACE_SECS", "2m");
+        assert!(err.contains("seconds (for 2m write 120)"), "{err}");
+        // Every millisecond and second variable says its unit, and only a duration gets a hint.
+        for variable in VARIABLES {
+            let unit = match variable.name {
+                name if name.ends_with("_MS") => "milliseconds",
+                name if name.ends_with("_SECS") => "seconds",
+                name if name.ends_with("_BYTES") => "bytes",
+                name if name.ends_with("_DAYS") => "days",
+                _ => continue,
+            };
+            for bad in ["10s", "-1", "many"] {
+                let err = error_for(variable.name, bad);
+                let expected = format!(
+                    "{}={bad:?}: expected a whole number of {unit}",
+                    variable.name
+                );
+                assert!(err.contains(&expected), "{err}");
+            }
+        }
+        for (name, bad, expected) in [
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                "lots",
+                "whole number of connections",
+            ),
+            ("DELIVERY_CONCURRENCY", "1.5", "whole number of attempts"),
+            (
+                "CALLBACK_ALLOWED_CIDRS",
+                "10.0.0.0/8,intranet",
+                "`intranet`: expected a CIDR",
+            ),
+            (
+                "CALLBACK_BLOCKED_PORTS",
+                "22,70000",
+                "`70000`: expected a port number",
+            ),
+            ("TIME_ZONE", "GMT+8", "expected an IANA time zone"),
+            ("LOG_FORMAT", "xml", "not one of: text, json"),
+            (
+                "DELIVERY_RETRY_SCHEDULE",
+                "5",
+                "has no unit of ms, s, m or h",
+            ),
+            ("CALLBACK_DISABLE_AFTER", "soon", "duration like 500ms"),
+        ] {
+            let err = error_for(name, bad);
+            assert!(err.contains(name) && err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bare_address_is_a_single_host_cidr() {
+        let config = config(&[("CALLBACK_ALLOWED_CIDRS", "127.0.0.1, ::1,10.0.0.0/8")]).unwrap();
+        let cidrs: Vec<String> = config.allowed_cidrs.iter().map(IpNet::to_string).collect();
+        assert_eq!(cidrs, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
+        assert!(config.allowed_cidrs[0].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!config.allowed_cidrs[0].contains(&"127.0.0.2".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn the_config_reads_exactly_the_listed_variables() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let lookup = |name: &str| {
+            asked.borrow_mut().push(name.to_owned());
+            BKCI.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        Config::from_lookup(lookup).unwrap();
+        let mut asked = asked.into_inner();
+        asked.sort();
+        asked.dedup();
+        // RUST_LOG is read by the log filter, not by Config.
+        let mut listed: Vec<&str> = VARIABLES
+            .iter()
+            .map(|v| v.name)
+            .filter(|&name| name != "RUST_LOG")
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(asked, listed);
+    }
+
+    #[test]
+    fn the_listed_defaults_are_the_real_ones() {
+        for variable in VARIABLES {
+            let VariableDefault::Value(default) = variable.default else {
+                continue;
+            };
+            if variable.name == "RUST_LOG" {
+                continue;
+            }
+            let unset: Vec<(&str, &str)> = BKCI
+                .into_iter()
+                .filter(|(name, _)| *name != variable.name)
+                .collect();
+            let mut set = unset.clone();
+            set.push((variable.name, default));
+            assert_eq!(
+                format!("{:?}", config(&set).unwrap()),
+                format!("{:?}", config(&unset).unwrap()),
+                "{}",
+                variable.name
+            );
+        }
+    }
+
+    /// `NAME=value` lines of a file, commented out (`# NAME=…`) or not.
+    fn assignments(text: &str) -> Vec<(bool, &str, &str)> {
+        text.lines()
+            .filter_map(|line| {
+                let (commented, line) = match line.strip_prefix('#') {
+                    Some(rest) => (true, rest.trim_start()),
+                    None => (false, line),
+                };
+                let (name, value) = line.split_once('=')?;
+                let is_name = name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                is_name.then_some((commented, name, value))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn env_example_lists_every_variable_in_order_with_its_default() {
+        let text = include_str!("../.env.example");
+        let found = assignments(text);
+        let names: Vec<&str> = found.iter().map(|(_, name, _)| *name).collect();
+        let listed: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        assert_eq!(names, listed);
+        // Copied to .env as it is, it changes nothing.
+        for ((commented, name, value), variable) in found.iter().zip(VARIABLES) {
+            match variable.default {
+                _ if *commented => {}
+                VariableDefault::Value(default) => assert_eq!(*value, default, "{name}"),
+                VariableDefault::Unset => assert_eq!(*value, "", "{name}"),
+                VariableDefault::Described(_) => panic!("{name} is set in .env.example"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_variable() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Configuration section");
+        let rows: Vec<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+            .collect();
+        let listed: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        assert_eq!(rows, listed);
+    }
+
+    #[test]
+    fn the_help_shows_each_variable_with_its_default() {
+        let help = variables_help();
+        assert!(help.contains("\n  LISTEN_ADDR=127.0.0.1:8080\n"), "{help}");
+        assert!(help.contains("\n  SERVICE_TOKEN (unset)\n"), "{help}");
+        assert!(
+            help.contains("CALLBACK_BLOCKED_PORTS (default: bk-ci's list"),
+            "{help}"
+        );
+        for variable in VARIABLES {
+            assert!(help.contains(variable.meaning), "{}", variable.name);
+        }
+    }
+
+    #[test]
+    fn a_bad_env_line_is_found_by_its_number() {
+        let good = "# comment\nA=1\n\nexport B='two words'\nC=\"multi\nline\"\n";
+        assert_eq!(first_bad_line(good), None);
+        for (text, line, problem) in [
+            ("A=1\nnot an assignment\nB=2\n", 2, "expected NAME=value"),
+            (
+                "A=1\n# c\nSERVICE_TOKEN=two words\nB=2\n",
+                3,
+                "the value of SERVICE_TOKEN",
+            ),
+            ("A=\"x\ny\"\nB=1\nC=\\q\n", 4, "the value of C"),
+            ("A=1\nB=\"never closed\nC=3\n", 2, "close every quote"),
+            ("A=1\nB=2", 0, ""),
+        ] {
+            let found = first_bad_line(text);
+            if line == 0 {
+                assert_eq!(found, None, "{text:?}");
+                continue;
+            }
+            let (number, said) = found.unwrap_or_else(|| panic!("{text:?} parsed"));
+            assert_eq!(number, line, "{text:?}");
+            assert!(said.contains(problem), "{said}");
+            assert!(!said.contains("words") && !said.contains("never"), "{said}");
+        }
     }
 
     #[test]

@@ -106,7 +106,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let identity = if state.gateway.is_some() {
+        "gateway JWT"
+    } else {
+        "X-DEVOPS-UID as sent"
+    };
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %store::database_label(&state.config.database_url),
+        auth = %state.config.auth_mode,
+        identity,
+        "listening"
+    );
     let stop = CancellationToken::new();
     let workers = Workers::new(
         &state.config,

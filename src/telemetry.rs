@@ -1,6 +1,7 @@
 //! Logging (`RUST_LOG` filters, `LOG_FORMAT` picks text or JSON) and Prometheus metrics. Logs go
 //! to stderr, so the CLI's results on stdout stay clean.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -8,21 +9,26 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-
-const DEFAULT_FILTER: &str = "devops_callbacks=info,tower_http=info";
+use crate::config::{DEFAULT_LOG_FILTER, LogFormat};
 
 pub fn init(format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr);
     // A second init (tests, embedding) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Colour codes only for a person at a terminal: a file, a pipe or a log collector gets plain
+/// text. `NO_COLOR` (https://no-color.org) turns them off on a terminal too.
+fn colour_wanted(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
 /// The process-wide Prometheus recorder, installed on first use; `GET /metrics` renders it.

@@ -415,6 +415,7 @@ impl Workers {
             DeliveryStatus::Cancelled => "cancelled",
         };
         metrics::counter!(names::DELIVERIES, "outcome" => label).increment(1);
+        log_failure(&delivery.host, &outcome);
         if let Some(attempt) = &outcome.attempt {
             let took = u64::try_from(attempt.end_time - attempt.start_time).unwrap_or(0);
             metrics::histogram!(names::ATTEMPT_DURATION)
@@ -468,6 +469,44 @@ pub async fn send_attempt(
         verdict,
         retry_after: result.retry_after,
     }
+}
+
+/// A failed attempt's line at the default level: which callback, where, what went wrong, and
+/// when the next attempt is due, or that there will be none.
+fn log_failure(host: &str, outcome: &DeliveryOutcome) {
+    let Some(attempt) = &outcome.attempt else {
+        return;
+    };
+    let reason = attempt.error_msg.as_deref().unwrap_or_default();
+    match outcome.status {
+        DeliveryStatus::Pending => tracing::warn!(
+            callback_id = attempt.callback_id,
+            delivery_id = outcome.delivery_id,
+            %host,
+            attempt = attempt.attempt,
+            status = attempt.response_code,
+            reason,
+            next_attempt = %utc(outcome.next_attempt_at),
+            "delivery attempt failed; retrying"
+        ),
+        DeliveryStatus::Failed => tracing::warn!(
+            callback_id = attempt.callback_id,
+            delivery_id = outcome.delivery_id,
+            %host,
+            attempt = attempt.attempt,
+            status = attempt.response_code,
+            reason,
+            "delivery attempt failed; given up"
+        ),
+        DeliveryStatus::Success | DeliveryStatus::Cancelled => {}
+    }
+}
+
+/// `2026-08-21T02:00:00.000Z`, as the log's own timestamps.
+fn utc(at: EpochMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// How many claimed deliveries may wait for one host: as many as fit before their lease runs out

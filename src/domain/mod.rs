@@ -8,6 +8,7 @@ mod headers;
 mod ids;
 mod names;
 mod recovery;
+mod time;
 mod url;
 
 pub use callback::{
@@ -27,6 +28,7 @@ pub use names::{
     RecoverState, Region, UnknownValue,
 };
 pub use recovery::{NewRecovery, RecoverJob, RecoverJobId, RecoveryBatch, RecoveryStart};
+pub use time::{InvalidTime, TIME_FORMS, TIME_PATTERN, TimeParam, local_date_time, local_millis};
 pub use url::{CallbackUrl, InvalidUrl};
 
 /// The numeric id of a callback registration.

@@ -18,10 +18,10 @@ use crate::AppState;
 use crate::delivery::sender::MASK;
 use crate::domain::{
     CallbackEvent, CallbackId, CallbackUrl, CustomHeaders, GlobalCallback, NewCallback, ProjectId,
-    Region,
+    Region, local_date_time,
 };
 use crate::error::{AppError, Result};
-use crate::http::callbacks::{BatchResult, local_date_time};
+use crate::http::callbacks::BatchResult;
 use crate::http::envelope::{Envelope, ErrorResponse};
 use crate::http::extract::{Json, OpUser, Path, Query, Refusal, ServiceCaller, ServiceTokenHeader};
 use crate::http::global::delete_global;

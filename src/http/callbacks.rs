@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::domain::{
     Callback, CallbackEvent, CallbackId, CustomHeaders, EpochMillis, NewCallback, ProjectId,
-    Region, UserId,
+    Region, UserId, local_date_time,
 };
 use crate::error::{AppError, Result};
 use crate::http::envelope::{Envelope, ErrorResponse};
@@ -183,15 +183,6 @@ impl CallbackRecord {
     }
 }
 
-/// bk-ci's JSON of a `LocalDateTime` read from a MySQL `datetime`: `2026-08-21T10:00:00`.
-pub(super) fn local_date_time(at: EpochMillis, zone: chrono_tz::Tz) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .with_timezone(&zone)
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string()
-}
-
 impl Identified for CallbackRecord {
     const ID: &'static str = "The callback's id, as `callback_list` shows it.";
 }
@@ -304,19 +295,4 @@ async fn set_enabled(
         return Err(AppError::CallbackNotFound(id));
     }
     Ok(Envelope::ok(true))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_time_is_a_local_date_time_to_the_second() {
-        let at = 1_787_277_600_999; // 2026-08-21T02:00:00.999Z
-        assert_eq!(
-            local_date_time(at, chrono_tz::Asia::Shanghai),
-            "2026-08-21T10:00:00"
-        );
-        assert_eq!(local_date_time(at, chrono_tz::UTC), "2026-08-21T02:00:00");
-    }
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use chrono::{Days, NaiveDateTime, NaiveTime, TimeZone};
+use chrono::{Days, NaiveTime};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +13,7 @@ use crate::delivery::resend;
 use crate::delivery::sender::masked;
 use crate::domain::{
     AttemptStatus, CallbackEvent, CallbackId, EpochMillis, HeaderPair, HistoryEntry, HistoryFilter,
-    PageRequest, ProjectId, RecoverJobId,
+    PageRequest, ProjectId, RecoverJobId, TimeParam, local_millis,
 };
 use crate::error::{AppError, Result};
 use crate::http::deliveries::ProgressView;
@@ -22,7 +22,7 @@ use crate::http::extract::{
     CallerHeaders, ProjectAdmin, ProjectMember, ProjectScopeParams, Query, Refusal, checked,
 };
 use crate::http::paging::{Page, PageParams};
-use crate::http::params::{IdParams, Identified};
+use crate::http::params::{IdParams, Identified, time_param};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -41,14 +41,14 @@ struct HistoryParams {
     url: Option<String>,
     /// Only attempts of this event.
     event: Option<CallbackEvent>,
-    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 00:00:00.
+    /// From this time on; default today 00:00:00 in `TIME_ZONE`.
     #[serde(default, deserialize_with = "start_time")]
-    #[param(value_type = Option<String>, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
-    start_time: Option<NaiveDateTime>,
-    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`; default today 23:59:59.999.
+    #[param(inline)]
+    start_time: Option<TimeParam>,
+    /// Up to this time; default today 23:59:59.999 in `TIME_ZONE`.
     #[serde(default, deserialize_with = "end_time")]
-    #[param(value_type = Option<String>, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
-    end_time: Option<NaiveDateTime>,
+    #[param(inline)]
+    end_time: Option<TimeParam>,
 }
 
 /// Stored URLs never hold control characters (see `CallbackUrl`), so such a filter is a
@@ -64,12 +64,12 @@ fn url_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
     })
 }
 
-fn start_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
-    checked(d, |text| local_time("startTime", &text))
+fn start_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimeParam>, D::Error> {
+    checked(d, |text| time_param("startTime", &text))
 }
 
-fn end_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
-    checked(d, |text| local_time("endTime", &text))
+fn end_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimeParam>, D::Error> {
+    checked(d, |text| time_param("endTime", &text))
 }
 
 /// The history query, whole: the window is read in `TIME_ZONE`, so it is checked here, still
@@ -90,8 +90,6 @@ impl FromRequestParts<AppState> for HistoryQuery {
         Ok(Self { filter, page })
     }
 }
-
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -175,12 +173,13 @@ async fn list(
 
 fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryFilter> {
     let today = chrono::Utc::now().with_timezone(&zone).date_naive();
-    let start_of_today = today.and_time(NaiveTime::MIN);
-    let start_of_tomorrow = (today + Days::new(1)).and_time(NaiveTime::MIN);
-    let from = to_millis(params.start_time.unwrap_or(start_of_today), zone);
+    let from = match params.start_time {
+        Some(start) => start.millis(zone),
+        None => local_millis(today.and_time(NaiveTime::MIN), zone),
+    };
     let to = match params.end_time {
-        Some(end) => to_millis(end, zone),
-        None => to_millis(start_of_tomorrow, zone) - 1,
+        Some(end) => end.millis(zone),
+        None => local_millis((today + Days::new(1)).and_time(NaiveTime::MIN), zone) - 1,
     };
     if from > to {
         return Err(AppError::BadRequest(
@@ -195,44 +194,12 @@ fn history_filter(params: HistoryParams, zone: chrono_tz::Tz) -> Result<HistoryF
     })
 }
 
-/// `yyyy-MM-dd HH:mm:ss` (exactly: zero-padded, 19 characters), read later in `TIME_ZONE`;
-/// anything else is refused, naming the parameter.
-fn local_time(name: &str, text: &str) -> Result<NaiveDateTime, Refusal> {
-    let shaped = text.len() == 19
-        && text.bytes().enumerate().all(|(i, b)| match i {
-            4 | 7 => b == b'-',
-            10 => b == b' ',
-            13 | 16 => b == b':',
-            _ => b.is_ascii_digit(),
-        });
-    shaped
-        .then(|| NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok())
-        .flatten()
-        .ok_or_else(|| {
-            Refusal(format!(
-                "query parameter {name} must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got {text:?}"
-            ))
-        })
-}
-
-/// A time parameter of the history format (see `local_time`), read in `zone`: the one call
-/// other routes' time parameters (a recovery's `since`/`until`) go through.
+/// A time parameter (any form of `TimeParam`), read in `zone`: the one call other routes' time
+/// parameters (a recovery's `since`/`until`) go through, with the history window's parser.
 pub(super) fn instant_param(name: &str, text: &str, zone: chrono_tz::Tz) -> Result<EpochMillis> {
-    local_time(name, text)
-        .map(|naive| to_millis(naive, zone))
+    time_param(name, text)
+        .map(|time| time.millis(zone))
         .map_err(|Refusal(message)| AppError::BadRequest(message))
-}
-
-/// A local time that a clock change skips is read as the same wall time an hour later.
-fn to_millis(naive: NaiveDateTime, zone: chrono_tz::Tz) -> EpochMillis {
-    zone.from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            zone.from_local_datetime(&(naive + chrono::TimeDelta::hours(1)))
-                .earliest()
-        })
-        .unwrap_or_else(|| zone.from_utc_datetime(&naive))
-        .timestamp_millis()
 }
 
 impl Identified for HistoryRecord {

@@ -186,26 +186,32 @@ fn with_edges(routes: Router, limits: Limits) -> Router {
     )
 }
 
-/// The span every log line of a request is written in. Only the path: query strings carry tokens.
+/// The span every log line of a request is written in: the route template, not the path (and
+/// never the query, which carries tokens). The path only when no route matched, to say what was
+/// asked for.
 fn request_span(request: &Request<Body>) -> tracing::Span {
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let matched = request.extensions().get::<MatchedPath>();
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        route = %matched.map_or("unmatched", MatchedPath::as_str),
+        path = matched
+            .is_none()
+            .then(|| tracing::field::display(request.uri().path())),
         request_id = %request_id,
     )
 }
 
 /// Refuses oversized request targets and headers, bounds the request's time, turns any
-/// response that is not JSON yet (axum's 404/405, the body limit's 413) into the envelope, and
-/// logs the cause of server errors once, inside the request span.
+/// response that is not JSON yet (axum's 404/405, the body limit's 413) into the envelope, logs
+/// the cause of server errors once and the request's one line, inside the request span.
 async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let uri = request.uri().clone();
+    let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -225,18 +231,33 @@ async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Res
             .into_response(),
         }
     };
+    let response = enveloped(response, &path);
+    let took = started.elapsed();
+    let status = response.status();
     ::metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     ::metrics::counter!(
         names::HTTP_REQUESTS,
         "method" => method,
         "route" => route,
-        "status" => response.status().as_str().to_owned()
+        "status" => status.as_str().to_owned()
     )
     .increment(1);
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
-        tracing::error!(status = response.status().as_u16(), "{detail}");
+        tracing::error!(status = status.as_u16(), "{detail}");
     }
+    // The request's line at the default level; its span adds the method, route and id.
+    tracing::info!(
+        status = status.as_u16(),
+        ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        "answered"
+    );
+    response
+}
+
+/// The response as it is if it is JSON, a console page, a success or a redirect, else the
+/// error envelope its status means (keeping a 405's `Allow`).
+fn enveloped(response: Response, path: &str) -> Response {
     let content_type = response.headers().get(header::CONTENT_TYPE);
     let is_json = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     // The console answers with pages and redirects of its own.
@@ -246,7 +267,7 @@ async fn edge(State(limits): State<Limits>, request: Request, next: Next) -> Res
         return response;
     }
     let error = match response.status() {
-        StatusCode::NOT_FOUND => AppError::RouteNotFound(uri.path().to_owned()),
+        StatusCode::NOT_FOUND => AppError::RouteNotFound(path.to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         other => AppError::Internal(format!("unexpected {other} without a body")),

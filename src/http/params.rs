@@ -10,7 +10,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::domain::{CallbackEvent, Region};
+use crate::domain::{CallbackEvent, Region, TimeParam};
 use crate::http::extract::{Refusal, checked};
 use crate::secrets::Secret;
 
@@ -29,6 +29,13 @@ pub struct RegisterParams<E: ToSchema> {
     #[serde(default, deserialize_with = "secret_token")]
     #[param(value_type = Option<String>, max_length = 1024)]
     pub secret_token: Option<Secret>,
+}
+
+/// A time parameter `name` (see `TimeParam` for its forms), for the `deserialize_with` of each
+/// route that takes times, so every one reads and refuses them alike.
+pub fn time_param(name: &str, text: &str) -> Result<TimeParam, Refusal> {
+    text.parse()
+        .map_err(|e| Refusal(format!("query parameter {name} {e}")))
 }
 
 /// `secretToken`: see `Secret::callback_token` for the rule.

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::domain::{
     CallbackId, EpochMillis, NewRecovery, ProjectId, RecoverJob, RecoverJobId, RecoverState,
-    RecoveryStart, UserId, now_millis,
+    RecoveryStart, TimeParam, UserId, now_millis,
 };
 use crate::error::{AppError, Result};
 use crate::http::deliveries::AnyCallback;
@@ -29,16 +29,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show, cancel))
 }
 
-/// The window of a recovery, in the history API's time format.
+/// The window of a recovery, in the history API's time forms (see `TimeParam`).
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct WindowParams {
-    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`: deliveries that ended (FAILED or CANCELLED) at or
-    /// after this time.
-    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
+    /// Deliveries that ended (FAILED or CANCELLED) at or after this time.
+    #[param(value_type = TimeParam, inline)]
     since: String,
-    /// `yyyy-MM-dd HH:mm:ss` in `TIME_ZONE`: … and at or before this time; default now.
-    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")]
+    /// … and at or before this time; default now.
+    #[param(value_type = Option<TimeParam>, inline)]
     until: Option<String>,
 }
 

@@ -13,6 +13,7 @@ mod writer;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult, warn_unless_unavailable};
@@ -455,10 +456,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let (url, max) = (&config.database_url, config.database_max_connections);
     let faults = Arc::new(Faults::default());
     let store: Arc<dyn Store> = if is_postgres_url(url) {
-        let backend = postgres::connect(url, max, sealer.clone(), faults.clone()).await?;
+        let backend = postgres::connect(url, max, sealer.clone(), faults.clone())
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
         Arc::new(Guarded::new(backend, faults))
     } else if url.starts_with("sqlite:") {
-        let backend = sqlite::connect(url, max, sealer.clone(), faults.clone()).await?;
+        let backend = sqlite::connect(url, max, sealer.clone(), faults.clone())
+            .await
+            .with_context(|| format!("cannot open the SQLite database {}", database_label(url)))?;
         Arc::new(Guarded::new(backend, faults))
     } else {
         anyhow::bail!(
@@ -503,13 +508,38 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user part or a `password` query parameter), for
+/// messages and logs.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => raw.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(name, _)| name == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if name == "password" {
+                    "***".into()
+                } else {
+                    value
+                };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// The database `DATABASE_URL` names, as the start line and errors show it: a PostgreSQL URL
+/// without its password, or the absolute path of a SQLite file.
+pub fn database_label(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        sqlite::file_label(url)
+    } else {
+        redact_url(url)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::fault::Faults;
 use super::sql::{Backend, SqlStore};
@@ -53,13 +53,32 @@ pub async fn connect(
                 Box::pin(async move { Ok(reuse) })
             })
     };
-    let pool = pool_options(max_connections)
+    let pool = match pool_options(max_connections)
         .connect_with(options.clone())
-        .await?;
+        .await
+    {
+        Ok(pool) => pool,
+        Err(sqlx::Error::PoolTimedOut) => return Err(why_unreachable(&options).await),
+        Err(error) => return Err(error),
+    };
     let leases = pool_options(2)
         .connect_with(options.options([("synchronous_commit", "off")]))
         .await?;
     Ok(SqlStore::new(Postgres { faults }, pool, leases, sealer))
+}
+
+/// The pool retries a refused connection until its acquire timeout and then says only that it
+/// timed out; one plain connection says why (refused, no route, the server starting up).
+async fn why_unreachable(options: &PgConnectOptions) -> sqlx::Error {
+    use sqlx::Connection;
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(options)).await {
+        Ok(Err(error)) => error,
+        Ok(Ok(_)) => sqlx::Error::PoolTimedOut,
+        Err(_) => sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer within 5 s",
+        )),
+    }
 }
 
 impl Backend for Postgres {

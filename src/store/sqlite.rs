@@ -52,6 +52,23 @@ pub async fn connect(
     Ok(SqlStore::new(Sqlite { file }, pool.clone(), pool, sealer))
 }
 
+/// The database file's absolute path (it is opened relative to the working directory), or the
+/// URL as it is for an in-memory database or a URL that does not parse.
+pub fn file_label(url: &str) -> String {
+    let Ok(options) = SqliteConnectOptions::from_str(url) else {
+        return url.to_owned();
+    };
+    let file = options.get_filename();
+    // sqlx names in-memory databases `file:…`; they have no path.
+    if file.to_string_lossy().starts_with("file:") {
+        return url.to_owned();
+    }
+    std::path::absolute(file)
+        .unwrap_or_else(|_| file.to_owned())
+        .display()
+        .to_string()
+}
+
 impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
 

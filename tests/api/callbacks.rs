@@ -582,7 +582,9 @@ async fn a_bad_parameter_is_a_400_before_the_permission_check(backend: Backend) 
     );
     exactly(
         server.history("demo", "sam", "startTime=2024-05-01").await,
-        "query parameter startTime must be a time like 2024-05-01 13:45:00 (yyyy-MM-dd HH:mm:ss), got \"2024-05-01\"",
+        "query parameter startTime must be yyyy-MM-dd HH:mm:ss (2024-05-01 13:45:00, in TIME_ZONE), \
+         ISO-8601 (2024-05-01T13:45:00+08:00, or without an offset in TIME_ZONE) \
+         or epoch milliseconds (1714542300000), got \"2024-05-01\"",
     );
     exactly(
         server

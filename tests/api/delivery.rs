@@ -711,6 +711,50 @@ async fn history_windows_are_read_in_the_time_zone(backend: Backend) {
     assert_eq!(page["records"][0]["callBackUrl"], receiver.url("/tz"));
     let utc = window_in(chrono_tz::UTC, ten_minutes);
     assert_eq!(history(&server, "demo", &utc).await["count"], 0, "{utc}");
+
+    // The same window as instants (epoch milliseconds, ISO-8601 with an offset) and as ISO-8601
+    // local times (read in the zone); mixed forms too.
+    let now = chrono::Utc::now();
+    let (from, to) = (now - ten_minutes, now + ten_minutes);
+    let local = |at: chrono::DateTime<chrono::Utc>| {
+        at.with_timezone(&chrono_tz::Pacific::Kiritimati)
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    };
+    for (start, end) in [
+        (
+            from.timestamp_millis().to_string(),
+            to.timestamp_millis().to_string(),
+        ),
+        (from.to_rfc3339(), to.to_rfc3339()),
+        (
+            from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            to.with_timezone(&chrono::FixedOffset::east_opt(-5 * 3600).unwrap())
+                .to_rfc3339(),
+        ),
+        (local(from), local(to)),
+        (from.timestamp_millis().to_string(), local(to)),
+    ] {
+        let window = format!("startTime={}&endTime={}", enc(&start), enc(&end));
+        assert_eq!(
+            history(&server, "demo", &window).await["count"],
+            1,
+            "{window}"
+        );
+    }
+    let later = format!("startTime={}", to.timestamp_millis());
+    assert_eq!(history(&server, "demo", &later).await["count"], 0);
+    // An offset's + sent as it is arrives as a space: the message says how to send it.
+    let raw_plus = format!("startTime={}", from.to_rfc3339().replace('+', "%20"));
+    let refused = server
+        .v4(
+            Method::GET,
+            "demo",
+            &format!("/callback_history?{raw_plus}"),
+            Some("alice"),
+        )
+        .await;
+    assert_error(&refused, 400, 400, &["startTime", "ISO-8601", "%2B"]);
 }
 
 async fn the_cli_publishes_events(backend: Backend) {
