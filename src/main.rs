@@ -1,14 +1,16 @@
 //! The command line: `serve` (default), `migrate`, `members …`, `events publish`, `import-bkci`,
-//! `bus replay-parked`, `healthcheck`.
+//! `bus replay-parked`, `healthcheck`, `completions`.
 
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{CommandFactory, Parser, Subcommand};
 use devops_callbacks::auth::MEMBERS_MANAGED_IN_BKCI;
 use devops_callbacks::auth::gateway::GatewayVerifier;
-use devops_callbacks::config::{AuthMode, Config};
+use devops_callbacks::config::{self, AuthMode, Config};
 use devops_callbacks::delivery::intake;
 use devops_callbacks::delivery::ssrf::SsrfGuard;
 use devops_callbacks::domain::{CallbackEvent, MemberRole, ProjectId, UserId};
@@ -19,7 +21,9 @@ use devops_callbacks::{AppState, bridge, store, telemetry};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Register bk-ci project callbacks and deliver events to them"
+    about = "Register bk-ci project callbacks and deliver events to them",
+    after_help = "Configuration comes from environment variables: --help lists them.",
+    after_long_help = config::variables_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,16 +32,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP service (the default).
+    #[command(flatten)]
+    Configured(Configured),
+    /// Print the completion script of a shell, e.g.
+    /// `devops-callbacks completions bash > /etc/bash_completion.d/devops-callbacks`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The commands that read the configuration.
+#[derive(Subcommand)]
+enum Configured {
+    /// Run the HTTP API and the delivery workers until SIGTERM or ctrl-c (the default command).
     Serve,
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations, encrypt stored secrets if SECRET_ENCRYPTION_KEY is set,
+    /// and exit.
     Migrate,
-    /// Manage the project members of the local permission authority.
+    /// Manage the project members of the local permission authority (AUTH_MODE=local).
     Members {
         #[command(subcommand)]
         action: MembersAction,
     },
-    /// Publish events for delivery.
+    /// Publish events for delivery, as the service's intake does.
     Events {
         #[command(subcommand)]
         action: EventsAction,
@@ -76,22 +94,29 @@ enum Command {
 enum MembersAction {
     /// Add a user to a project, or change their role.
     Add {
+        /// The project (bk-ci's project id, its English name).
         #[arg(long)]
         project: ProjectId,
+        /// The user, as X-DEVOPS-UID names them.
         #[arg(long)]
         user: UserId,
-        #[arg(long)]
+        /// admin: register, change, enable, disable and re-send callbacks; member: list them
+        /// and read their history.
+        #[arg(long, value_parser = one_of(MemberRole::ALL, MemberRole::as_str))]
         role: MemberRole,
     },
-    /// Remove a user from a project.
+    /// Remove a user from a project (exits 1 if they were not a member).
     Remove {
+        /// The project.
         #[arg(long)]
         project: ProjectId,
+        /// The user to remove.
         #[arg(long)]
         user: UserId,
     },
     /// List a project's members, one `user<TAB>role` per line.
     List {
+        /// The project.
         #[arg(long)]
         project: ProjectId,
     },
@@ -99,13 +124,16 @@ enum MembersAction {
 
 #[derive(Subcommand)]
 enum EventsAction {
-    /// Accept one event: store it and one delivery per enabled matching callback.
+    /// Accept one event: store it and one delivery per enabled matching callback, and print
+    /// `{"eventId","deliveries"}`.
     Publish {
+        /// The project the event happened in.
         #[arg(long)]
         project: ProjectId,
-        #[arg(long)]
+        /// The event.
+        #[arg(long, value_parser = one_of(CallbackEvent::ALL, CallbackEvent::as_str))]
         event: CallbackEvent,
-        /// The event's `data`, as JSON.
+        /// The event's `data`, as JSON; delivered byte for byte.
         #[arg(long)]
         data: String,
         /// Idempotency key; a repeated id in the project is accepted once.
@@ -126,12 +154,36 @@ enum BusAction {
     },
 }
 
+/// A value of a closed set of names: `--help` lists them, and so does the error for any other.
+fn one_of<T>(all: &'static [T], name: fn(T) -> &'static str) -> impl TypedValueParser<Value = T>
+where
+    T: Copy + FromStr + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(all.iter().map(|&value| name(value))).try_map(|text| text.parse())
+}
+
 fn main() -> ExitCode {
-    // A missing .env is normal outside development.
-    dotenvy::dotenv().ok();
-    let cli = Cli::parse();
+    // Read before the command line: import-bkci's flags may come from it.
+    let dotenv = config::load_dotenv();
+    let cli = match (Cli::try_parse(), dotenv) {
+        // --help and --version, whatever the .env holds.
+        (Err(shown), _) if !shown.use_stderr() => shown.exit(),
+        // A broken .env first: a usage error may only follow from it.
+        (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        (Err(usage), Ok(_)) => usage.exit(),
+        (Ok(cli), Ok(_)) => cli,
+    };
+    let command = match cli.command {
+        None => Configured::Serve,
+        Some(Command::Configured(command)) => command,
+        Some(Command::Completions { shell }) => return completions(shell),
+    };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve))) {
+    match runtime.block_on(run(command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -140,16 +192,32 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Prints the completion script. Written whole from a buffer: `generate` panics when its
+/// writer fails (a closed pipe), an error here is only reported.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cli = Cli::command();
+    let name = cli.get_name().to_owned();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cli, name, &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the completions: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Configured) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     // Read now, so an unusable key file stops every command before anything opens, as an
     // unusable variable does.
     let gateway = GatewayVerifier::from_config(&config)?;
     match command {
-        Command::Serve => serve(config, gateway).await?,
-        Command::Migrate => migrate(&config).await?,
-        Command::Members { action } => return members(&config, action).await,
-        Command::Events {
+        Configured::Serve => serve(config, gateway).await?,
+        Configured::Migrate => migrate(&config).await?,
+        Configured::Members { action } => return members(&config, action).await,
+        Configured::Events {
             action:
                 EventsAction::Publish {
                     project,
@@ -158,7 +226,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     event_id,
                 },
         } => publish(&config, project, event, &data, event_id.as_deref()).await?,
-        Command::ImportBkci {
+        Configured::ImportBkci {
             mysql_url,
             aes_key,
             time_zone,
@@ -172,10 +240,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             import_bkci(&config, &mysql_url, &options).await?
         }
-        Command::Bus {
+        Configured::Bus {
             action: BusAction::ReplayParked { limit },
         } => replay_parked(&config, limit).await?,
-        Command::Healthcheck { url } => {
+        Configured::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {
                 let mut addr = config.listen_addr;
                 if addr.ip().is_unspecified() {

@@ -40,7 +40,7 @@ impl fmt::Display for InvalidTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "must be {TIME_FORMS}, got {:?}", self.0)?;
         // A `+` in a query string reads as a space.
-        if self.0.len() > 19 && self.0[19..].contains(' ') {
+        if self.0.get(19..).is_some_and(|tail| tail.contains(' ')) {
             f.write_str(" (send the + of an offset as %2B)")?;
         }
         Ok(())
@@ -225,6 +225,8 @@ mod tests {
             "1234567890123456",
             "yesterday",
             "２０２４-05-01 13:45:00",
+            "2024-05-01T13:45:0０",
+            "2024-05-01T13:45:00 é",
         ] {
             let err = bad.parse::<TimeParam>().unwrap_err().to_string();
             assert!(err.contains("yyyy-MM-dd HH:mm:ss"), "{bad}: {err}");

@@ -13,7 +13,7 @@ mod writer;
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::anyhow;
 use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult, warn_unless_unavailable};
@@ -456,14 +456,20 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let (url, max) = (&config.database_url, config.database_max_connections);
     let faults = Arc::new(Faults::default());
     let store: Arc<dyn Store> = if is_postgres_url(url) {
+        // sqlx's message already holds its cause's: the chain would say it twice.
         let backend = postgres::connect(url, max, sealer.clone(), faults.clone())
             .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
+            .map_err(|e| anyhow!("cannot connect to PostgreSQL at {}: {e}", redact_url(url)))?;
         Arc::new(Guarded::new(backend, faults))
     } else if url.starts_with("sqlite:") {
         let backend = sqlite::connect(url, max, sealer.clone(), faults.clone())
             .await
-            .with_context(|| format!("cannot open the SQLite database {}", database_label(url)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open the SQLite database {}: {e}",
+                    database_label(url)
+                )
+            })?;
         Arc::new(Guarded::new(backend, faults))
     } else {
         anyhow::bail!(

@@ -20,6 +20,7 @@ mod import;
 mod isolation;
 mod keys;
 mod members;
+mod operator;
 mod pipelines;
 mod prefixes;
 mod processes;

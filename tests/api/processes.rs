@@ -44,7 +44,6 @@ impl ServerProcess {
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("SERVICE_TOKEN", SERVICE_TOKEN)
             .env("CALLBACK_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
-            .env("RUST_LOG", "devops_callbacks=info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true);
