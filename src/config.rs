@@ -237,6 +237,56 @@ pub const VARIABLES: &[Variable] = {
             Value("300"),
             "how often the retention sweep runs",
         ),
+        var(
+            "BKCI_AMQP_URL",
+            Unset,
+            "bk-ci's RabbitMQ, amqp(s)://; set: the bus bridge runs",
+        ),
+        var(
+            "BKCI_AMQP_QUEUE_PREFIX",
+            Value("devops-callbacks"),
+            "names the bridge's queues: <exchange>.<prefix> and <prefix>.parked",
+        ),
+        var(
+            "BKCI_AMQP_DECLARE",
+            Value("passive"),
+            "passive (bk-ci's exchanges must exist), topic or delayed (declare them)",
+        ),
+        var(
+            "BKCI_AMQP_PREFETCH",
+            Value("200"),
+            "most unacknowledged messages per queue",
+        ),
+        var(
+            "BKCI_SERVICE_URL",
+            Unset,
+            "with BKCI_AMQP_URL, required: bk-ci's gateway base for the bridge's lookups",
+        ),
+        var(
+            "BKCI_SERVICE_USER",
+            Unset,
+            "with BKCI_AMQP_URL, required: X-DEVOPS-UID of the build-record lookup",
+        ),
+        var(
+            "BKCI_MYSQL_URL",
+            Unset,
+            "bk-ci's process database, for DELETE_PIPELINE (and import-bkci)",
+        ),
+        var(
+            "BKCI_LOOKUP_TIMEOUT_MS",
+            Value("5000"),
+            "milliseconds one bridge lookup may take",
+        ),
+        var(
+            "BKCI_ENRICH_ATTEMPTS",
+            Value("5"),
+            "tries of a message's lookups before it is parked",
+        ),
+        var(
+            "BKCI_ENRICH_BACKOFF_MS",
+            Value("1000"),
+            "milliseconds of the first wait between tries; doubles, up to 30 s",
+        ),
     ]
 };
 
@@ -245,7 +295,8 @@ pub fn variables_help() -> String {
     let mut help = String::from(
         "Configuration comes from the environment. In development a .env file is read too (from \
          the working directory or the nearest parent that has one; variables already set win, \
-         and a line that does not parse stops the start). Every variable is optional:\n",
+         and a line that does not parse stops the start). Every variable may be left unset, \
+         unless another one says it is required:\n",
     );
     for variable in VARIABLES {
         let first = match variable.default {
@@ -741,7 +792,7 @@ fn bridge_config<F: Fn(&str) -> Option<String>>(
         amqp_url,
         queue_prefix: queue_prefix.0,
         declare: vars.parsed("BKCI_AMQP_DECLARE", DeclareMode::Passive)?,
-        prefetch: vars.parsed("BKCI_AMQP_PREFETCH", 200)?,
+        prefetch: vars.whole("BKCI_AMQP_PREFETCH", 200, Unit::Of("messages"))?,
         service_url: vars
             .required::<HttpUrl>("BKCI_SERVICE_URL", "BKCI_AMQP_URL")?
             .0,
@@ -749,9 +800,9 @@ fn bridge_config<F: Fn(&str) -> Option<String>>(
             .required::<ServiceUser>("BKCI_SERVICE_USER", "BKCI_AMQP_URL")?
             .0,
         mysql_url: vars.raw("BKCI_MYSQL_URL").map(Secret::new),
-        lookup_timeout: Duration::from_millis(vars.parsed("BKCI_LOOKUP_TIMEOUT_MS", 5_000)?),
-        enrich_attempts: vars.parsed("BKCI_ENRICH_ATTEMPTS", 5)?,
-        enrich_backoff: Duration::from_millis(vars.parsed("BKCI_ENRICH_BACKOFF_MS", 1_000)?),
+        lookup_timeout: vars.millis("BKCI_LOOKUP_TIMEOUT_MS", 5_000)?,
+        enrich_attempts: vars.whole("BKCI_ENRICH_ATTEMPTS", 5, Unit::Of("tries"))?,
+        enrich_backoff: vars.millis("BKCI_ENRICH_BACKOFF_MS", 1_000)?,
     };
     let zeros = [
         ("BKCI_AMQP_PREFETCH", config.prefetch == 0),
@@ -1323,11 +1374,14 @@ mod tests {
         assert_eq!("120m".parse::<HumanDuration>().unwrap().to_string(), "2h");
     }
 
-    /// AUTH_MODE=bkci, so that every variable is read.
-    const BKCI: [(&str, &str); 3] = [
+    /// AUTH_MODE=bkci and the bus bridge on, so that every variable is read.
+    const BKCI: [(&str, &str); 6] = [
         ("AUTH_MODE", "bkci"),
         ("BKCI_AUTH_URL", "http://auth.example:8080/"),
         ("BKCI_AUTH_TOKEN", "bk-token"),
+        ("BKCI_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ("BKCI_SERVICE_URL", "http://bk-ci.example"),
+        ("BKCI_SERVICE_USER", "devops-callbacks"),
     ];
 
     fn error_for(name: &str, value: &str) -> String {

@@ -195,6 +195,7 @@ async fn the_help_describes_commands_flags_and_variables() {
         "members",
         "events",
         "import-bkci",
+        "bus",
         "healthcheck",
         "completions",
     ] {
@@ -216,6 +217,7 @@ async fn the_help_describes_commands_flags_and_variables() {
         &["members", "list", "--help"],
         &["events", "publish", "--help"],
         &["import-bkci", "--help"],
+        &["bus", "replay-parked", "--help"],
         &["healthcheck", "--help"],
         &["completions", "--help"],
     ] {
