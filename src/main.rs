@@ -270,7 +270,7 @@ async fn replay_parked(config: &Config, limit: Option<u64>) -> anyhow::Result<()
 }
 
 async fn serve(config: Config, gateway: Option<GatewayVerifier>) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
+    telemetry::init(config.log_format)?;
     if config.service_token.is_none() {
         tracing::warn!("SERVICE_TOKEN is unset: /op and /service routes will answer 503");
     }

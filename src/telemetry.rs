@@ -9,11 +9,23 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{DEFAULT_LOG_FILTER, LogFormat};
+use crate::config::{ConfigError, DEFAULT_LOG_FILTER, LogFormat};
 
-pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+/// Starts logging; an unusable `RUST_LOG` stops the start, as any unusable variable does (an
+/// empty one is unset).
+pub fn init(format: LogFormat) -> Result<(), ConfigError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| ConfigError {
+                name: "RUST_LOG",
+                reason: format!(
+                    "{e}; expected comma-separated directives like devops_callbacks=debug,tower_http=info"
+                ),
+                value: directives,
+            })?
+        }
+        _ => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour_wanted(std::io::stderr().is_terminal()))
@@ -23,6 +35,7 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    Ok(())
 }
 
 /// Colour codes only for a person at a terminal: a file, a pipe or a log collector gets plain

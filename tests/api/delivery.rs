@@ -742,7 +742,12 @@ async fn history_windows_are_read_in_the_time_zone(backend: Backend) {
             "{window}"
         );
     }
-    let later = format!("startTime={}", to.timestamp_millis());
+    // (With an end: alone, the window would end at midnight in the zone, which `to` may pass.)
+    let later = format!(
+        "startTime={}&endTime={}",
+        to.timestamp_millis(),
+        (to + ten_minutes).timestamp_millis()
+    );
     assert_eq!(history(&server, "demo", &later).await["count"], 0);
     // An offset's + sent as it is arrives as a space: the message says how to send it.
     let raw_plus = format!("startTime={}", from.to_rfc3339().replace('+', "%20"));

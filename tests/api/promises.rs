@@ -644,6 +644,7 @@ async fn every_unusable_variable_stops_the_start() {
         ("BKCI_LOOKUP_TIMEOUT_MS", "0", &bridge),
         ("BKCI_ENRICH_ATTEMPTS", "0", &bridge),
         ("BKCI_ENRICH_BACKOFF_MS", "soon", &bridge),
+        ("RUST_LOG", "devops_callbacks=loud", &[]),
     ];
     // Every variable of the README's configuration table has a case (SERVICE_TOKEN takes any
     // text).
