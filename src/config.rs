@@ -228,6 +228,11 @@ pub const VARIABLES: &[Variable] = {
             "seconds a stopping process lets attempts in flight finish",
         ),
         var(
+            "RECOVER_BATCH_SIZE",
+            Value("500"),
+            "deliveries a recovery job re-queues per batch",
+        ),
+        var(
             "HISTORY_RETENTION_DAYS",
             Value("30"),
             "history and finished deliveries older than this are deleted",

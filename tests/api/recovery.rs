@@ -270,7 +270,8 @@ async fn cancelling_stops_a_recovery(backend: Backend) {
     let empty = recover(
         &server,
         callback,
-        "since=2020-01-01%2000:00:00&until=2020-01-02%2000:00:00",
+        // The window in the other forms the history API takes: ISO-8601 and epoch milliseconds.
+        "since=2020-01-01T00:00:00Z&until=1577923200000",
     )
     .await;
     let (_, finished) = server
@@ -636,7 +637,10 @@ async fn recovery_routes_check_the_caller_and_the_input(backend: Backend) {
     let since = since();
     for (query, words) in [
         (format!("id={callback}"), vec!["since"]),
-        (format!("id={callback}&since=yesterday"), vec!["since"]),
+        (
+            format!("id={callback}&since=yesterday"),
+            vec!["since", "ISO-8601", "epoch milliseconds"],
+        ),
         (
             format!("id={callback}&since={since}&until=2024-13-01%2000:00:00"),
             vec!["until"],
