@@ -2,8 +2,8 @@
 
   python3 .ci/contract.py seed BASE_URL CONFIG_OUT
       Seeds the running server with what the operations need to succeed (alice admin of `demo`,
-      project callbacks, global callbacks, a history row) and writes schemathesis' configuration
-      to CONFIG_OUT: .ci/schemathesis.toml followed by the seeded ids, bound to the operations
+      project callbacks, global callbacks, a history row, a recovery job of each kind) and writes
+      schemathesis' configuration to CONFIG_OUT: .ci/schemathesis.toml followed by the seeded ids, bound to the operations
       that take them.
 
   python3 .ci/contract.py check WFC_REPORT
@@ -68,15 +68,22 @@ def seed(base, config_out):
     # Enabled, disabled and re-sent by the tests; and one that callback_delete deletes.
     register(base, "BUILD_START")
     register(base, "BUILD_END")
-    # One global callback for each of the two global deletes.
+    # One global callback for each of the two global deletes, and one kept for its deliveries and
+    # recoveries.
     register(base, "PROJECT_CREATE", "/op/callbacks/global")
     register(base, "PROJECT_UPDATE", "/op/callbacks/global")
+    register(base, "PROJECT_ENABLE", "/op/callbacks/global")
     call(base, "POST", "/service/callbacks/projects/demo/events", {"event": "BUILD_START", "data": {}})
     kept = project_callback_id(base, "BUILD_START")
     doomed = project_callback_id(base, "BUILD_END")
     attempt = history_id(base)
     global_a = global_callback_id(base, "PROJECT_CREATE")
     global_b = global_callback_id(base, "PROJECT_UPDATE")
+    global_kept = global_callback_id(base, "PROJECT_ENABLE")
+    since = urllib.parse.quote("2020-01-01 00:00:00")
+    global_job = call(base, "POST", f"/op/callbacks/global/{global_kept}/recover?since={since}")["jobId"]
+    recover = f"/apigw-user/v4/projects/demo/callbacks/callback_recover?id={kept}&since={since}"
+    project_job = call(base, "POST", recover)["jobId"]
     static = pathlib.Path(__file__).with_name("schemathesis.toml").read_text()
     # Ids the tests may change but not destroy are offered half of the time, so the other half
     # still tries arbitrary ids; a delete always gets its own victim, so that it cannot take the
@@ -90,12 +97,33 @@ values = [{kept}]
 values = [{attempt}]
 
 [[operations]]
-include-operation-id = ["callback_enable", "callback_disable"]
+include-operation-id = ["callback_enable", "callback_disable", "callback_deliveries", "callback_recover"]
 parameters = {{ "query.id" = {{ dictionary = "kept-callback", probability = 0.5 }} }}
 
 [[operations]]
 include-operation-id = "callback_history_retry"
 parameters = {{ "query.id" = {{ dictionary = "history-row", probability = 0.5 }} }}
+
+[dictionaries.kept-global]
+values = [{global_kept}]
+
+[dictionaries.global-job]
+values = [{global_job}]
+
+[dictionaries.project-job]
+values = [{project_job}]
+
+[[operations]]
+include-operation-id = ["global_callback_deliveries", "global_callback_recover"]
+parameters = {{ "path.id" = {{ dictionary = "kept-global", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = ["global_recover_job_get", "global_recover_job_cancel"]
+parameters = {{ "path.job_id" = {{ dictionary = "global-job", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = ["recover_job_get", "recover_job_cancel"]
+parameters = {{ "path.job_id" = {{ dictionary = "project-job", probability = 0.5 }} }}
 
 [[operations]]
 include-operation-id = "callback_delete"
