@@ -567,7 +567,7 @@ async fn deliveries_resend_and_recovery_go_through_the_api(backend: Backend) {
         )
         .await;
     let (_, html) = console.page(page).await;
-    assert!(html.contains("since must be a time like"), "{html}");
+    assert!(html.contains("since must be yyyy-MM-dd HH:mm:ss"), "{html}");
     let since = (chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai)
         - chrono::Duration::hours(1))
     .format("%Y-%m-%dT%H:%M")
