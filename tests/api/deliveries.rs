@@ -242,6 +242,18 @@ async fn a_manual_resend_is_marked_and_settles_its_delivery(backend: Backend) {
         resent["delivery"]["status"], "SUCCESS",
         "the re-send settled it: {resent}"
     );
+    // Both show the event's body: the scheduled attempt reads it from the event, the re-send
+    // stored what it sent.
+    assert_eq!(resent["requestBody"], history[1]["requestBody"]);
+    assert!(
+        resent["requestBody"].as_str().unwrap().starts_with('{'),
+        "{resent}"
+    );
+    let last = receiver.received().last().cloned().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&last.body).ok(),
+        resent["requestBody"].as_str()
+    );
     let delivery = &view(&server, callback, "").await["records"][0];
     assert_eq!(
         (

@@ -48,7 +48,7 @@ async fn wait_for_history(server: &TestServer, project: &str, n: u64) -> Vec<Val
 }
 
 async fn a_delivery_carries_the_exact_body_and_headers(backend: Backend) {
-    let (_db, server, receiver) = setup(backend).await;
+    let (db, server, receiver) = setup(backend).await;
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     server
         .register(
@@ -164,6 +164,14 @@ async fn a_delivery_carries_the_exact_body_and_headers(backend: Backend) {
     }
     let everything = history(&server, "demo", "").await.to_string();
     assert!(!everything.contains("plain-token") && !everything.contains(whsec));
+    // The body is stored once, with the event: the attempts shown above read it from there.
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM callback_history WHERE body_from_event AND request_body = ''"
+        )
+        .await,
+        3
+    );
 }
 
 async fn only_enabled_matching_callbacks_receive(backend: Backend) {

@@ -557,7 +557,8 @@ async fn old_history_and_deliveries_are_pruned(backend: Backend) {
         .as_millis() as i64;
     let (old, recent) = (now - 31 * day, now - 29 * day);
     let mut statements = Vec::new();
-    for (tag, at) in [("old", old), ("recent", recent)] {
+    // Each event's finished delivery (ids 1 and 3) has one attempt in history.
+    for (tag, at, attempted) in [("old", old, 1), ("recent", recent, 3)] {
         statements.push(format!(
             "INSERT INTO events (project_id, event_id, event, body, deliveries, created_at) \
              VALUES ('demo', '{tag}', 'BUILD_END', '{{}}', 2, {at})"
@@ -573,7 +574,7 @@ async fn old_history_and_deliveries_are_pruned(backend: Backend) {
         statements.push(format!(
             "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, event, status, attempt, \
                  request_headers, request_body, start_time, end_time, created_at) \
-             VALUES (1, 1, 'demo', 'http://x/{tag}', 'BUILD_END', 'SUCCESS', 1, '[]', '{{}}', {at}, {at}, {at})"
+             VALUES ({attempted}, 1, 'demo', 'http://x/{tag}', 'BUILD_END', 'SUCCESS', 1, '[]', '{{}}', {at}, {at}, {at})"
         ));
     }
     for statement in &statements {

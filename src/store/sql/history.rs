@@ -16,11 +16,13 @@ const WHERE: &str = "WHERE h.project_id = $1 AND h.created_at >= $2 AND h.create
      AND (CAST($4 AS TEXT) IS NULL OR h.url = $4) \
      AND (CAST($5 AS TEXT) IS NULL OR h.event = $5)";
 
-/// History rows with where their delivery stands now.
+/// History rows with where their delivery stands now (and its event, whose body a scheduled
+/// attempt sent).
 pub(super) fn history_from() -> String {
     format!(
         "SELECT {HISTORY_COLUMNS}, {PROGRESS_COLUMNS} \
-         FROM callback_history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+         FROM callback_history h LEFT JOIN deliveries d ON d.id = h.delivery_id \
+         LEFT JOIN events e ON e.id = d.event_pk"
     )
 }
 

@@ -8,12 +8,14 @@ use crate::domain::{EpochMillis, now_millis};
 use crate::secrets::{SEALED_PREFIX, Sealer};
 use crate::store::{Maintenance, QueueStats, SecretTokenCounts, StoreResult};
 
-/// Retention's statements, each deleting up to `$2` rows older than `$1`.
+/// Retention's statements, each deleting up to `$2` rows older than `$1`. A delivery stays while
+/// history names it: its attempts read their body from its event.
 const PRUNE: [&str; 4] = [
     "DELETE FROM callback_history WHERE id IN \
          (SELECT id FROM callback_history WHERE created_at < $1 LIMIT $2)",
     "DELETE FROM deliveries WHERE id IN \
-         (SELECT id FROM deliveries WHERE status <> 'PENDING' AND updated_at < $1 LIMIT $2)",
+         (SELECT id FROM deliveries d WHERE status <> 'PENDING' AND updated_at < $1 \
+            AND NOT EXISTS (SELECT 1 FROM callback_history h WHERE h.delivery_id = d.id) LIMIT $2)",
     "DELETE FROM events WHERE id IN \
          (SELECT id FROM events e WHERE created_at < $1 \
             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_pk = e.id) LIMIT $2)",

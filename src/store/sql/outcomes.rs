@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{json_rows, storable};
-use crate::domain::{AttemptStatus, CallbackEffect, DeliveryOutcome};
+use crate::domain::{Attempt, AttemptStatus, CallbackEffect, DeliveryOutcome};
 
 /// History rows of the outcomes that made an attempt.
 pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
@@ -22,7 +22,9 @@ pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
                 "attempt": a.attempt,
                 "error_msg": a.error_msg.as_deref().map(storable),
                 "request_headers": serde_json::to_string(&a.request_headers).expect("headers serialize"),
-                "request_body": storable(&a.request_body),
+                // A scheduled attempt sends its event's body: read from there, not copied.
+                "request_body": (!body_from_event(a)).then(|| storable(&a.request_body)),
+                "body_from_event": i32::from(body_from_event(a)),
                 "response_code": a.response_code,
                 "response_body": a.response_body.as_deref().map(storable),
                 "start_time": a.start_time,
@@ -33,6 +35,11 @@ pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
         })
         .collect();
     (!rows.is_empty()).then(|| json_rows(rows))
+}
+
+/// Whether history reads `attempt`'s body from its delivery's event instead of storing it.
+fn body_from_event(attempt: &Attempt) -> bool {
+    !attempt.manual && attempt.delivery_id.is_some()
 }
 
 /// The new states of the deliveries whose lease the outcomes hold.

@@ -189,14 +189,15 @@ where
                 "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
                      event, status, attempt, error_msg, request_headers, request_body, \
                      response_code, response_body, start_time, end_time, created_at, manual, \
-                     recover_job_id) \
+                     recover_job_id, body_from_event) \
                  SELECT CAST(value->>'delivery_id' AS BIGINT), CAST(value->>'callback_id' AS BIGINT), \
                      value->>'project_id', value->>'url', value->>'event', value->>'status', \
                      CAST(value->>'attempt' AS INTEGER), value->>'error_msg', \
-                     value->>'request_headers', value->>'request_body', \
+                     value->>'request_headers', COALESCE(value->>'request_body', ''), \
                      CAST(value->>'response_code' AS INTEGER), value->>'response_body', \
                      CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2, \
-                     CAST(value->>'manual' AS INTEGER) = 1, CAST(value->>'recover_job_id' AS BIGINT) \
+                     CAST(value->>'manual' AS INTEGER) = 1, CAST(value->>'recover_job_id' AS BIGINT), \
+                     CAST(value->>'body_from_event' AS INTEGER) = 1 \
                  FROM {}",
                 B::JSON_ROWS
             ))

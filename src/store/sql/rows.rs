@@ -268,9 +268,11 @@ impl ProgressRow {
     }
 }
 
-/// Columns of `callback_history h` joined with its delivery `d`.
+/// Columns of `callback_history h` joined with its delivery `d` and the delivery's event `e`.
 pub const HISTORY_COLUMNS: &str = "h.id, h.delivery_id, h.callback_id, h.project_id, h.url, \
-     h.event, h.status, h.attempt, h.error_msg, h.request_headers, h.request_body, \
+     h.event, h.status, h.attempt, h.error_msg, h.request_headers, \
+     CASE WHEN h.body_from_event THEN COALESCE(e.body, '') ELSE h.request_body END \
+         AS request_body, \
      h.response_code, h.response_body, h.start_time, h.end_time, h.created_at, h.manual, \
      h.recover_job_id";
 
