@@ -102,6 +102,16 @@ fn json_rows(rows: impl IntoIterator<Item = serde_json::Value>) -> String {
     serde_json::Value::from_iter(rows).to_string()
 }
 
+/// `WITH rows AS MATERIALIZED (…)`: the elements of `Backend::JSON_ROWS`, read once, for a
+/// statement that reads many fields of large elements (`FROM rows`). SQLite otherwise turns
+/// the element back into text for every field read.
+fn materialized_rows<B: Backend>() -> String {
+    format!(
+        "WITH rows AS MATERIALIZED (SELECT value FROM {})",
+        B::JSON_ROWS
+    )
+}
+
 /// Text as both databases can hold it: PostgreSQL refuses NUL in text, so NUL (which a hostile
 /// receiver can put in its answer) becomes U+FFFD on both backends alike.
 fn storable(text: &str) -> std::borrow::Cow<'_, str> {

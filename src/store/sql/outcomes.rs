@@ -78,9 +78,17 @@ pub(super) fn manual_success_rows(outcomes: &[DeliveryOutcome]) -> Option<String
     (!rows.is_empty()).then(|| json_rows(rows))
 }
 
-/// Each callback's net effect in this batch (its last attempt decides), as
-/// `{"c": callback id, "k": "ok" | "fail" | "gone", "s": failing since}`.
-pub(super) fn effect_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
+/// Each callback's net effect in a batch (its last attempt decides), as rows
+/// `{"c": callback id, "k": "ok" | "fail" | "gone", "s": failing since}`, and which kinds occur:
+/// only their statements need to run.
+pub(super) struct Effects {
+    pub rows: String,
+    pub succeeded: bool,
+    pub failed: bool,
+    pub gone: bool,
+}
+
+pub(super) fn effect_rows(outcomes: &[DeliveryOutcome]) -> Option<Effects> {
     let mut last: HashMap<i64, CallbackEffect> = HashMap::new();
     for outcome in outcomes {
         let (Some(attempt), Some(effect)) = (&outcome.attempt, outcome.effect) else {
@@ -98,14 +106,21 @@ pub(super) fn effect_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
         };
         last.insert(attempt.callback_id, merged);
     }
-    (!last.is_empty()).then(|| {
-        json_rows(last.into_iter().map(|(callback, effect)| match effect {
+    if last.is_empty() {
+        return None;
+    }
+    let occurs = |wanted: fn(&CallbackEffect) -> bool| last.values().any(wanted);
+    Some(Effects {
+        succeeded: occurs(|e| matches!(e, CallbackEffect::Succeeded)),
+        failed: occurs(|e| matches!(e, CallbackEffect::Failed { .. })),
+        gone: occurs(|e| matches!(e, CallbackEffect::Gone)),
+        rows: json_rows(last.into_iter().map(|(callback, effect)| match effect {
             CallbackEffect::Succeeded => serde_json::json!({ "c": callback, "k": "ok", "s": 0 }),
             CallbackEffect::Failed { since } => {
                 serde_json::json!({ "c": callback, "k": "fail", "s": since })
             }
             CallbackEffect::Gone => serde_json::json!({ "c": callback, "k": "gone", "s": 0 }),
-        }))
+        })),
     })
 }
 

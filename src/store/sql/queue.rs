@@ -11,7 +11,7 @@ use super::outcomes::{
     EffectStatements, attempt_rows, effect_rows, manual_success_rows, state_rows,
 };
 use super::rows::{ClaimRow, TargetRow};
-use super::{Backend, RowsAffected, SqlStore, cancel_pending, json_rows};
+use super::{Backend, RowsAffected, SqlStore, cancel_pending, json_rows, materialized_rows};
 use crate::domain::{
     CallbackId, DeliveryOutcome, DeliveryTarget, EpochMillis, EventRoute, NewEvent, Published,
     now_millis,
@@ -41,12 +41,12 @@ where
         let routing = Routing::new(events, &callbacks);
         // `WHERE TRUE` keeps SQLite from reading ON CONFLICT as a join constraint.
         let inserted: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-            "INSERT INTO events (project_id, event_id, event, body, deliveries, created_at) \
+            "{} INSERT INTO events (project_id, event_id, event, body, deliveries, created_at) \
              SELECT value->>'p', value->>'i', value->>'e', value->>'b', CAST(value->>'n' AS INTEGER), $2 \
-             FROM {} WHERE TRUE \
+             FROM rows WHERE TRUE \
              ON CONFLICT (project_id, event_id) DO NOTHING \
              RETURNING id, project_id, event_id",
-            B::JSON_ROWS
+            materialized_rows::<B>()
         ))
         .bind(routing.event_rows())
         .bind(now)
@@ -186,7 +186,7 @@ where
         let mut tx = self.pool.begin_with(B::BEGIN).await?;
         if let Some(attempts) = attempt_rows(outcomes) {
             sqlx::query(&format!(
-                "INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
+                "{} INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \
                      event, status, attempt, error_msg, request_headers, request_body, \
                      response_code, response_body, start_time, end_time, created_at, manual, \
                      recover_job_id, body_from_event) \
@@ -198,8 +198,8 @@ where
                      CAST(value->>'start_time' AS BIGINT), CAST(value->>'end_time' AS BIGINT), $2, \
                      CAST(value->>'manual' AS INTEGER) = 1, CAST(value->>'recover_job_id' AS BIGINT), \
                      CAST(value->>'body_from_event' AS INTEGER) = 1 \
-                 FROM {}",
-                B::JSON_ROWS
+                 FROM rows",
+                materialized_rows::<B>()
             ))
             .bind(attempts)
             .bind(now)
@@ -248,23 +248,32 @@ where
         }
         if let Some(effects) = effect_rows(outcomes) {
             let sql = EffectStatements::new(B::JSON_ROWS);
-            for clock in [&sql.clear, &sql.start] {
-                sqlx::query(clock).bind(&effects).execute(&mut *tx).await?;
+            let rows = &effects.rows;
+            if effects.succeeded {
+                sqlx::query(&sql.clear).bind(rows).execute(&mut *tx).await?;
             }
-            let mut disabled: Vec<i64> = sqlx::query_scalar(&sql.gone)
-                .bind(&effects)
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-            disabled.extend(
-                sqlx::query_scalar::<_, i64>(&sql.expire)
-                    .bind(&effects)
+            let mut disabled: Vec<i64> = Vec::new();
+            if effects.failed {
+                sqlx::query(&sql.start).bind(rows).execute(&mut *tx).await?;
+            }
+            if effects.gone {
+                disabled = sqlx::query_scalar(&sql.gone)
+                    .bind(rows)
                     .bind(now)
-                    .bind(disable.cutoff)
-                    .bind(&disable.reason)
                     .fetch_all(&mut *tx)
-                    .await?,
-            );
+                    .await?;
+            }
+            if effects.failed {
+                disabled.extend(
+                    sqlx::query_scalar::<_, i64>(&sql.expire)
+                        .bind(rows)
+                        .bind(now)
+                        .bind(disable.cutoff)
+                        .bind(&disable.reason)
+                        .fetch_all(&mut *tx)
+                        .await?,
+                );
+            }
             cancel_pending::<B>(&mut tx, &disabled, now).await?;
         }
         tx.commit().await?;
