@@ -95,47 +95,24 @@ start_process service env \
 wait_ready service "$BASE/readyz"
 echo "bench: service at $BASE (pid $(process_pid service)), $MESSAGES messages to publish"
 
-# cpu_ticks PID...: user + system clock ticks the processes have used (0 for one that is gone).
-cpu_ticks() {
-    local total=0 pid fields
-    for pid in "$@"; do
-        if fields="$(cat "/proc/$pid/stat" 2>/dev/null)"; then
-            # Fields 14 and 15 after the command, which may hold spaces, in parentheses.
-            fields="${fields##*) }"
-            read -r -a parts <<<"$fields"
-            total=$((total + parts[11] + parts[12]))
-        fi
-    done
-    echo "$total"
-}
-# The PostgreSQL backends serving the bench database (the service's pool).
-bench_backends() {
-    [[ -n "$DB_NAME" ]] || return 0
-    psql_admin -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB_NAME'" | tr '\n' ' '
-}
 broker_pids() { pgrep -d ' ' -f beam.smp || true; }
 
 OUTPUT="$WORK/driver.out"
 SERVICE_PID="$(process_pid service)"
-BACKENDS_BEFORE="$(bench_backends)"
+db_ticks_mark
 declare -A TICKS=(
     [service]="$(cpu_ticks "$SERVICE_PID")"
-    [postgres]="$(cpu_ticks $BACKENDS_BEFORE)"
     [rabbitmq]="$(cpu_ticks $(broker_pids))"
 )
 SERVICE_URL="$BASE" SERVICE_TOKEN="$TOKEN" AMQP_URL="$AMQP_URL" \
     QUEUE="engine.pipeline.build.callback.fanout.$PREFIX" \
     FAKE_ADDR="127.0.0.1:$FAKE_PORT" RECEIVER_ADDR="127.0.0.1:$RECEIVER_PORT" \
     MESSAGES="$MESSAGES" LIGHT_MESSAGES="$LIGHT_MESSAGES" "$DRIVER_BIN" | tee "$OUTPUT"
-# Backends that came up during the run count whole; those that were there, from the start.
-BACKENDS_AFTER="$(bench_backends)"
-NEW_BACKENDS="$(comm -13 <(tr ' ' '\n' <<<"$BACKENDS_BEFORE" | sort) <(tr ' ' '\n' <<<"$BACKENDS_AFTER" | sort) | tr '\n' ' ')"
-HZ="$(getconf CLK_TCK)"
 per_message() { # per_message TICKS: CPU ms per message, over both phases
-    awk -v t="$1" -v hz="$HZ" -v n="$((MESSAGES + LIGHT_MESSAGES))" 'BEGIN { printf "%.3f", t * 1000 / hz / n }'
+    cpu_ms_per "$((MESSAGES + LIGHT_MESSAGES))" "$1"
 }
 echo "service_cpu_ms_per_message=$(per_message $(($(cpu_ticks "$SERVICE_PID") - TICKS[service])))"
-echo "postgres_cpu_ms_per_message=$(per_message $(($(cpu_ticks $BACKENDS_BEFORE) - TICKS[postgres] + $(cpu_ticks $NEW_BACKENDS))))"
+echo "postgres_cpu_ms_per_message=$(per_message "$(db_ticks_since)")"
 echo "rabbitmq_cpu_ms_per_message=$(per_message $(($(cpu_ticks $(broker_pids)) - TICKS[rabbitmq])))"
 PEAK_KB="$(awk '/^VmHWM:/ { print $2 }' "/proc/$(process_pid service)/status")"
 echo "service_peak_rss_mb=$(awk -v kb="$PEAK_KB" 'BEGIN { printf "%.1f", kb / 1024 }')"

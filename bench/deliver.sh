@@ -2,7 +2,7 @@
 # Delivery benchmark: event intake throughput, end-to-end delivery throughput, light-load latency
 # and memory of the release service on PostgreSQL. Run by hand, not in CI.
 #
-#   bench/deliver.sh [healthy|mixed]
+#   bench/deliver.sh [healthy|hosts|mixed]
 #
 # healthy (the default): one callback on a fast local receiver (bench/receiver.rs).
 #   1. Throughput: BENCH_EVENTS BUILD_TASK_END events (~600-byte payloads, distinct eventIds),
@@ -14,6 +14,13 @@
 #      writes), percentiles computed in SQL.
 #   3. Resident memory of the service: idle after start, and the peak of 0.2 s samples taken
 #      during the throughput run.
+#   4. The work per delivery over the throughput run (publishing to the last SUCCESS row): CPU
+#      milliseconds of the service and of the PostgreSQL backends serving the bench database (from
+#      /proc/<pid>/stat), and WAL bytes (pg_current_wal_lsn() before and after; the whole
+#      cluster's, so run it on a quiet one). When the cluster preloads pg_stat_statements (see
+#      the README's Benchmarks section), the statements of the run, by total time, follow.
+# hosts: the throughput run with four receivers, on 127.0.0.2 to 127.0.0.5, each the callback of
+#   its own project; the events are spread over the four (targets as healthy, end-to-end 8000).
 # mixed: first the healthy throughput run alone, then the same number of events again with every
 #   tenth one going to a second receiver that holds each delivery past DELIVERY_TIMEOUT_MS (a
 #   different host name, so the per-host cap applies); reports the healthy receiver's end-to-end
@@ -29,9 +36,9 @@
 #   BENCH_BUILD          0 skips `cargo build` and uses the binaries already in the target dir
 #
 # Exit status: 0 all targets met, 1 error (a rejected request, a server that did not start, a
-# delivery not recorded as SUCCESS, ...), 2 the run was clean but missed a target (intake >= 10000
-# events/s, end-to-end >= 3000 deliveries/s, light-load p50 <= 50 ms, RSS <= 20 MB idle and
-# <= 64 MB under load).
+# delivery not recorded as SUCCESS, ...), 2 the run was clean but missed a target (intake >= 20000
+# events/s, end-to-end >= 6000 deliveries/s (8000 to four hosts), PostgreSQL CPU <= 0.18 ms per
+# delivery, light-load p50 <= 50 ms, RSS <= 20 MB idle and <= 64 MB under load).
 
 set -euo pipefail
 
@@ -49,8 +56,11 @@ LAT_RATE=50              # events per second of the light-load run
 DELIVERY_LIMIT_S=120     # longest wait for the throughput run's deliveries
 RECORD_LIMIT_S=15        # longest wait for their SUCCESS rows after the last arrival
 LAT_LIMIT_S=30           # longest wait for the light-load deliveries
-TARGET_INTAKE=10000      # events/s
-TARGET_E2E=3000          # deliveries/s
+TARGET_INTAKE=20000      # events/s
+TARGET_E2E=6000          # deliveries/s to one host
+TARGET_E2E_HOSTS=8000    # deliveries/s to four hosts
+TARGET_DB_CPU_MS=0.18    # PostgreSQL CPU ms per delivery
+HOSTS=(127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5)
 TARGET_P50_MS=50
 TARGET_RSS_IDLE_MB=20
 TARGET_RSS_LOAD_MB=64
@@ -61,12 +71,12 @@ TOKEN=bench-token
 SLOW_HOLD_MS=15000      # the mixed run's dead receiver holds each delivery past the 10 s timeout
 
 case "$MODE" in
-healthy | mixed) ;;
+healthy | hosts | mixed) ;;
 -h | --help)
     sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit 0
     ;;
-*) die "unknown mode '$MODE' (healthy or mixed)" ;;
+*) die "unknown mode '$MODE' (healthy, hosts or mixed)" ;;
 esac
 [[ "$EVENTS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_EVENTS must be a positive whole number (got '$EVENTS')"
 need_command psql postgresql-client
@@ -148,20 +158,43 @@ mb() { # mb KB
     calc "$1 / 1024"
 }
 
-# wait_distinct URL COUNT SECONDS: until the receiver saw COUNT distinct deliveries, or SECONDS
-# passed; sets DISTINCT to the last count. Polls every 0.1 s, so the waiting costs little CPU.
+# wait_distinct URLS COUNT SECONDS: until the receivers (URLS: space-separated) saw COUNT distinct
+# deliveries between them, or SECONDS passed; sets DISTINCT to the last count. Polls every 0.1 s,
+# so the waiting costs little CPU.
 wait_distinct() {
-    local url=$1 count=$2 deadline
+    local count=$2 deadline url
     deadline=$(($(now_ms) + $3 * 1000))
     while :; do
-        DISTINCT="$(receiver_stat "$url" distinct)"
+        DISTINCT=0
+        for url in $1; do
+            DISTINCT=$((DISTINCT + $(receiver_stat "$url" distinct)))
+        done
         ((DISTINCT < count && $(now_ms) < deadline)) || return 0
         sleep 0.1
     done
 }
 
-# generate_events DIR PROJECT COUNT BATCH PREFIX: DIR/NNNNN.json, JSON arrays of BATCH (the last
-# maybe fewer) batch items of PROJECT with event ids PREFIX-0 … PREFIX-(COUNT-1).
+# receivers_stat URLS FIELD: the sum of one /stats field over the receivers.
+receivers_stat() {
+    local total=0 url
+    for url in $1; do
+        total=$((total + $(receiver_stat "$url" "$2")))
+    done
+    echo "$total"
+}
+
+# arrivals URLS FILE: the receivers' arrivals as one CSV (one header line).
+arrivals() {
+    local first=1 url
+    for url in $1; do
+        curl -s --max-time 30 "$url/arrivals" | if ((first)); then cat; else tail -n +2; fi
+        first=0
+    done >"$2"
+}
+
+# generate_events DIR PROJECTS COUNT BATCH PREFIX: DIR/NNNNN.json, JSON arrays of BATCH (the last
+# maybe fewer) batch items with event ids PREFIX-0 … PREFIX-(COUNT-1), event i of the
+# (i mod n)th of the comma-separated PROJECTS.
 # generate_single DIR COUNT PREFIX: DIR/NNNNN.json, single-event bodies with ids PREFIX-N.
 generate() {
     python3 - "$@" <<'PY'
@@ -227,11 +260,12 @@ if kind == "mixed":
                           "eventId": f"{prefix}-{i}"})
         write(n, items)
 elif kind == "batches":
-    project, count, batch, prefix = sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    projects, count, batch, prefix = sys.argv[3].split(","), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    project = projects[0]
     for n, first in enumerate(range(0, count, batch)):
         write(n, [
-            {"projectId": project, "event": "BUILD_TASK_END", "data": data(project, i),
-             "eventId": f"{prefix}-{i}"}
+            {"projectId": projects[i % len(projects)], "event": "BUILD_TASK_END",
+             "data": data(projects[i % len(projects)], i), "eventId": f"{prefix}-{i}"}
             for i in range(first, min(first + batch, count))
         ])
 else:
@@ -325,13 +359,19 @@ report() {
 }
 
 # --- scenarios -----------------------------------------------------------------------------------
-# throughput_run RECEIVER_URL: publish $EVENTS events, wait for all their deliveries.
+# throughput_run RECEIVER_URLS [PROJECTS]: publish $EVENTS events spread over PROJECTS (comma-
+# separated, default bench), wait for all their deliveries at the receivers (space-separated).
 throughput_run() {
-    local receiver=$1 dir="$WORK/batches" size start end last success deadline service_pid
-    size="$(generate batches "$dir" bench "$EVENTS" "$BATCH" tp)"
+    local receivers=$1 dir="$WORK/batches" size start end last success deadline service_pid
+    local service_ticks wal_start
+    size="$(generate batches "$dir" "${2:-bench}" "$EVENTS" "$BATCH" tp)"
     echo "bench: throughput: $EVENTS events of ${size}-byte data in batches of $BATCH, $SENDERS senders"
     service_pid="$(process_pid service)"
     start_process rss-sampler sample_rss "$service_pid"
+    statements_reset
+    db_ticks_mark
+    service_ticks="$(cpu_ticks "$service_pid")"
+    wal_start="$(psql_admin -c 'SELECT pg_current_wal_lsn()')"
 
     start="$(now_ms)"
     find "$dir" -name '*.json' | sort | xargs -P "$SENDERS" -I{} \
@@ -347,7 +387,7 @@ throughput_run() {
     RESULT[publish_s]="$(calc "($end - $start) / 1000")"
     RESULT[intake]="$(calc "$EVENTS * 1000 / ($end - $start)")"
 
-    wait_distinct "$receiver" "$EVENTS" "$DELIVERY_LIMIT_S"
+    wait_distinct "$receivers" "$EVENTS" "$DELIVERY_LIMIT_S"
     if ((DISTINCT < EVENTS)); then
         # Too slow to measure, or deliveries lost: either way the end-to-end target is missed.
         stop_process rss-sampler
@@ -355,11 +395,11 @@ throughput_run() {
         RESULT[rss_load]="$(mb "$(sort -n "$WORK/rss-sampler.log" | tail -n 1)")"
         return
     fi
-    curl -s --max-time 30 "$receiver/arrivals" >"$WORK/arrivals-throughput.csv"
+    arrivals "$receivers" "$WORK/arrivals-throughput.csv"
     last="$(awk -F, 'NR > 1 && $2 > max { max = $2 } END { printf "%.0f", max }' "$WORK/arrivals-throughput.csv")"
     RESULT[deliver_s]="$(calc "($last - $start) / 1000")"
     RESULT[e2e]="$(calc "$EVENTS * 1000 / ($last - $start)")"
-    RESULT[duplicates]=$(($(receiver_stat "$receiver" received) - $(receiver_stat "$receiver" distinct)))
+    RESULT[duplicates]=$(($(receivers_stat "$receivers" received) - $(receivers_stat "$receivers" distinct)))
 
     # Outcomes are written in batches after the sends: give them a few seconds.
     deadline=$(($(now_ms) + RECORD_LIMIT_S * 1000))
@@ -368,6 +408,10 @@ throughput_run() {
         ((success < EVENTS && $(now_ms) < deadline)) || break
         sleep 0.2
     done
+    RESULT[service_cpu]="$(cpu_ms_per "$EVENTS" $(($(cpu_ticks "$service_pid") - service_ticks)))"
+    RESULT[db_cpu]="$(cpu_ms_per "$EVENTS" "$(db_ticks_since)")"
+    RESULT[wal]="$(psql_admin -c "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal_start') / $EVENTS)")"
+    statements_report
     stop_process rss-sampler
     RESULT[success]="$success"
     if ((success != EVENTS)); then
@@ -438,6 +482,35 @@ SQL
     RESULT[lat_max]="$max"
 }
 
+# The rows of the work per delivery.
+work_rows() {
+    row "PostgreSQL CPU per delivery (ms)" db_cpu "<=" "$TARGET_DB_CPU_MS"
+    row "service CPU per delivery (ms)" service_cpu "" ""
+    row "WAL per delivery (bytes)" wal "" ""
+}
+
+# statements_reset / statements_report: when the cluster preloads pg_stat_statements, the
+# statements of the throughput run by total time, into $WORK/statements.txt and the output.
+STATEMENTS=0
+statements_reset() {
+    if [[ "$(psql_admin -c "SHOW shared_preload_libraries")" == *pg_stat_statements* ]]; then
+        psql_db -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+        psql_db -c "SELECT pg_stat_statements_reset()" >/dev/null
+        STATEMENTS=1
+    fi
+}
+statements_report() {
+    ((STATEMENTS)) || return 0
+    psql "$DATABASE_URL" -X -q -P pager=off <<SQL | tee "$WORK/statements.txt"
+SELECT calls, round(CAST(total_exec_time AS numeric), 0) AS total_ms,
+       round(CAST(1000 * total_exec_time / $EVENTS AS numeric), 1) AS us_per_delivery,
+       rows, wal_bytes / $EVENTS AS wal_per_delivery, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = current_database() AND query NOT LIKE '%pg_stat_statements%'
+ORDER BY total_exec_time DESC LIMIT 15;
+SQL
+}
+
 scenario_healthy() {
     start_receiver receiver
     local receiver=$RECEIVER_URL
@@ -451,6 +524,7 @@ scenario_healthy() {
     row "light-load p99 (ms)" p99 "" ""
     row "RSS idle (MB)" rss_idle "<=" "$TARGET_RSS_IDLE_MB"
     row "RSS peak under load (MB)" rss_load "<=" "$TARGET_RSS_LOAD_MB"
+    work_rows
     row "  publishing took (s)" publish_s "" ""
     row "  last delivery after (s)" deliver_s "" ""
     row "  SUCCESS rows in deliveries" success "" ""
@@ -464,6 +538,30 @@ scenario_healthy() {
     if ((THROUGHPUT_COMPLETE)); then
         latency_run "$receiver"
     fi
+}
+
+# Four receiving hosts, each its own project's callback: the per-host cap must not bound.
+scenario_hosts() {
+    local receivers="" projects="" i
+    for i in "${!HOSTS[@]}"; do
+        start_receiver "receiver-$i" 0 "${HOSTS[$i]}"
+        receivers+="$RECEIVER_URL "
+        projects+="${projects:+,}bench-$i"
+        register_callback "bench-$i" "$RECEIVER_URL/hook"
+    done
+    sleep 1
+    RESULT[rss_idle]="$(mb "$(rss_kb "$(process_pid service)")")"
+
+    row "intake (events/s)" intake ">=" "$TARGET_INTAKE"
+    row "end-to-end, 4 hosts (deliveries/s)" e2e ">=" "$TARGET_E2E_HOSTS"
+    row "RSS peak under load (MB)" rss_load "<=" "$TARGET_RSS_LOAD_MB"
+    work_rows
+    row "  last delivery after (s)" deliver_s "" ""
+    row "  SUCCESS rows in deliveries" success "" ""
+    row "  duplicates (received-distinct)" duplicates "" ""
+    row "  CPU busy before the start (%)" busy_before "" ""
+
+    throughput_run "$receivers" "$projects"
 }
 
 # 90 % of the events to a healthy receiver, 10 % to one that never answers in time, after an

@@ -27,9 +27,14 @@
 #                                exits or 30 s pass, showing its log
 #   expect_ok WHAT CURL-ARGS...  one request as bench-admin that must answer 200 with "status":0
 #   free_callback_port           a free port the service accepts in a callback url
-#   start_receiver NAME [HOLD_MS]  a bench_receiver ($RECEIVER_BIN) on a fresh port; sets
-#                                RECEIVER_URL
+#   start_receiver NAME [HOLD_MS] [IP]  a bench_receiver ($RECEIVER_BIN) on a fresh port of IP
+#                                (default 127.0.0.1); sets RECEIVER_URL
 #   receiver_stat URL FIELD      one integer field of a receiver's /stats
+#   cpu_ticks PID...             user + system clock ticks the processes have used so far
+#   db_backends                  PIDs of the PostgreSQL backends connected to $DB_NAME
+#   db_ticks_mark                remembers those backends and their ticks, for db_ticks_since
+#   db_ticks_since               ticks they (and backends that came up since, whole) used since
+#   cpu_ms_per ITEMS TICKS       TICKS as CPU milliseconds per item
 
 export LC_ALL=C
 
@@ -227,14 +232,14 @@ free_callback_port() {
     die "no free port found"
 }
 
-# start_receiver NAME [HOLD_MS]: a bench_receiver on a fresh port, answering at once or after
-# HOLD_MS; sets RECEIVER_URL (its base url).
+# start_receiver NAME [HOLD_MS] [IP]: a bench_receiver on a fresh port of IP (default 127.0.0.1),
+# answering at once or after HOLD_MS; sets RECEIVER_URL (its base url).
 start_receiver() {
-    local name=$1 port
+    local name=$1 ip=${3:-127.0.0.1} port
     port="$(free_callback_port)"
     [[ -x "$RECEIVER_BIN" ]] || die "$RECEIVER_BIN was not built"
-    start_process "$name" env LISTEN_ADDR="127.0.0.1:$port" HOLD_MS="${2:-0}" "$RECEIVER_BIN"
-    RECEIVER_URL="http://127.0.0.1:$port"
+    start_process "$name" env LISTEN_ADDR="$ip:$port" HOLD_MS="${2:-0}" "$RECEIVER_BIN"
+    RECEIVER_URL="http://$ip:$port"
     wait_ready "$name" "$RECEIVER_URL/stats"
 }
 
@@ -244,4 +249,45 @@ receiver_stat() {
     stats="$(curl -s --max-time 5 "$1/stats" || true)"
     [[ "$stats" =~ \"$2\":([0-9]+) ]] || die "the receiver at $1 answered /stats with '$stats'"
     echo "${BASH_REMATCH[1]}"
+}
+
+# --- CPU -----------------------------------------------------------------------------------------
+# cpu_ticks PID...: user + system clock ticks the processes have used (0 for one that is gone).
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        if fields="$(cat "/proc/$pid/stat" 2>/dev/null)"; then
+            # Fields 14 and 15 after the command, which may hold spaces, in parentheses.
+            fields="${fields##*) }"
+            read -r -a parts <<<"$fields"
+            total=$((total + parts[11] + parts[12]))
+        fi
+    done
+    echo "$total"
+}
+
+# db_backends: the PIDs of the PostgreSQL backends connected to the bench database.
+db_backends() {
+    [[ -n "$DB_NAME" ]] || return 0
+    psql_admin -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB_NAME'" | tr '\n' ' '
+}
+
+DB_MARK_PIDS=""
+DB_MARK_TICKS=0
+db_ticks_mark() {
+    DB_MARK_PIDS="$(db_backends)"
+    # shellcheck disable=SC2086 # one argument per PID
+    DB_MARK_TICKS="$(cpu_ticks $DB_MARK_PIDS)"
+}
+db_ticks_since() {
+    local now new
+    now="$(db_backends)"
+    new="$(comm -13 <(tr ' ' '\n' <<<"$DB_MARK_PIDS" | sort) <(tr ' ' '\n' <<<"$now" | sort) | tr '\n' ' ')"
+    # shellcheck disable=SC2086 # one argument per PID
+    echo $(($(cpu_ticks $DB_MARK_PIDS) - DB_MARK_TICKS + $(cpu_ticks $new)))
+}
+
+# cpu_ms_per ITEMS TICKS: TICKS (clock ticks) as CPU milliseconds per item, 3 decimals.
+cpu_ms_per() {
+    awk -v n="$1" -v t="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t * 1000 / hz / n }'
 }
