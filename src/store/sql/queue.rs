@@ -106,7 +106,9 @@ where
                 .iter()
                 .map(|h| serde_json::json!({ "h": h })),
         );
-        let claimed = sqlx::query(&format!(
+        // Found again by id, not by token: the token has no index, so taking a lease changes no
+        // indexed column and PostgreSQL can update the row in place (HOT).
+        let claimed: Vec<i64> = sqlx::query_scalar(&format!(
             "WITH due AS (SELECT id FROM deliveries \
                  WHERE status = 'PENDING' AND next_attempt_at <= $2 \
                    AND (lease_until IS NULL OR lease_until <= $2) \
@@ -114,7 +116,7 @@ where
                    AND host NOT IN (SELECT value->>'h' FROM {}) \
                  ORDER BY next_attempt_at LIMIT $3 {}) \
              UPDATE deliveries SET lease_until = $4, claim_token = $5 \
-             WHERE id IN (SELECT id FROM due)",
+             WHERE id IN (SELECT id FROM due) RETURNING id",
             B::JSON_ROWS,
             B::SKIP_LOCKED
         ))
@@ -124,19 +126,24 @@ where
         .bind(claim.lease_until)
         .bind(&token)
         .bind(claim.lane == Lane::First)
-        .execute(&self.leases)
+        .fetch_all(&self.leases)
         .await?;
-        if claimed.rows_affected() == 0 {
+        if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<ClaimRow> = sqlx::query_as(
+        let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
             "SELECT d.id, d.host, d.attempts, d.retry_base, d.recover_job_id, d.callback_id, \
                  e.event, e.body, cb.project_id AS callback_project, cb.url, cb.secret_token, \
                  cb.secret_headers, cb.enabled, cb.disabled_reason \
              FROM deliveries d JOIN events e ON e.id = d.event_pk \
              LEFT JOIN callbacks cb ON cb.id = d.callback_id \
-             WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id",
-        )
+             WHERE d.id IN (SELECT CAST(value->>'id' AS BIGINT) FROM {}) AND d.claim_token = $2 \
+             ORDER BY d.next_attempt_at, d.id",
+            B::JSON_ROWS
+        ))
+        .bind(json_rows(
+            claimed.iter().map(|id| serde_json::json!({ "id": id })),
+        ))
         .bind(&token)
         .fetch_all(&self.leases)
         .await?;
