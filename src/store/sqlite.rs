@@ -74,6 +74,7 @@ impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
 
     const JSON_ROWS: &str = "json_each($1)";
+    const IDS_IN: &str = "IN (SELECT value FROM json_each($1))";
     /// SQLite has one writer at a time, so a claim never races another claim.
     const SKIP_LOCKED: &str = "";
     /// Take the write lock up front: a transaction that reads first and writes later fails at

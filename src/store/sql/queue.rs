@@ -137,13 +137,11 @@ where
                  cb.secret_headers, cb.enabled, cb.disabled_reason \
              FROM deliveries d JOIN events e ON e.id = d.event_pk \
              LEFT JOIN callbacks cb ON cb.id = d.callback_id \
-             WHERE d.id IN (SELECT CAST(value->>'id' AS BIGINT) FROM {}) AND d.claim_token = $2 \
+             WHERE d.id {} AND d.claim_token = $2 \
              ORDER BY d.next_attempt_at, d.id",
-            B::JSON_ROWS
+            B::IDS_IN
         ))
-        .bind(json_rows(
-            claimed.iter().map(|id| serde_json::json!({ "id": id })),
-        ))
+        .bind(json_rows(claimed.iter().map(|&id| serde_json::json!(id))))
         .bind(&token)
         .fetch_all(&self.leases)
         .await?;
