@@ -7,7 +7,7 @@ use devops_callbacks::config::VARIABLES;
 use reqwest::StatusCode;
 
 use crate::common::{
-    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, WAIT, backend_tests, binary_command, cli, enc,
+    Backend, DELIVERY_VARS, SERVICE_TOKEN, TestDb, WAIT, backend_tests, binary_command, cli,
     wait_until,
 };
 use crate::processes::ServerProcess;
@@ -89,17 +89,7 @@ async fn the_log_says_what_the_service_does(backend: Backend) {
     let receiver = Receiver::start().await;
     receiver.answer_by_default(Answer::Status(500));
     server
-        .post("/op/projects/demo/members/alice?role=admin", None)
-        .await;
-    let query = format!(
-        "event=BUILD_END&region=IDC&url={}",
-        enc(&receiver.url("/down"))
-    );
-    server
-        .post(
-            &format!("/apigw-user/v4/projects/demo/callbacks?{query}"),
-            Some(String::new()),
-        )
+        .register_event("BUILD_END", &receiver.url("/down"))
         .await;
     server
         .post(
