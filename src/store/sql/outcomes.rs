@@ -12,6 +12,7 @@ pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
         .iter()
         .filter_map(|o| o.attempt.as_ref())
         .map(|a| {
+            let from_event = body_from_event(a);
             serde_json::json!({
                 "delivery_id": a.delivery_id,
                 "callback_id": a.callback_id,
@@ -23,8 +24,8 @@ pub(super) fn attempt_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
                 "error_msg": a.error_msg.as_deref().map(storable),
                 "request_headers": serde_json::to_string(&a.request_headers).expect("headers serialize"),
                 // A scheduled attempt sends its event's body: read from there, not copied.
-                "request_body": (!body_from_event(a)).then(|| storable(&a.request_body)),
-                "body_from_event": i32::from(body_from_event(a)),
+                "request_body": (!from_event).then(|| storable(&a.request_body)),
+                "body_from_event": i32::from(from_event),
                 "response_code": a.response_code,
                 "response_body": a.response_body.as_deref().map(storable),
                 "start_time": a.start_time,
@@ -78,7 +79,7 @@ pub(super) fn manual_success_rows(outcomes: &[DeliveryOutcome]) -> Option<String
     (!rows.is_empty()).then(|| json_rows(rows))
 }
 
-/// Each callback's net effect in a batch (its last attempt decides), as rows
+/// Each callback's net effect in a batch, as rows
 /// `{"c": callback id, "k": "ok" | "fail" | "gone", "s": failing since}`, and which kinds occur:
 /// only their statements need to run.
 pub(super) struct Effects {
@@ -88,6 +89,8 @@ pub(super) struct Effects {
     pub gone: bool,
 }
 
+/// The batch's effects on its callbacks (each callback's last attempt decides); `None` when it
+/// has none.
 pub(super) fn effect_rows(outcomes: &[DeliveryOutcome]) -> Option<Effects> {
     let mut last: HashMap<i64, CallbackEffect> = HashMap::new();
     for outcome in outcomes {

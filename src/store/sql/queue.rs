@@ -254,27 +254,28 @@ where
         if let Some(effects) = effect_rows(outcomes) {
             let sql = EffectStatements::new(B::JSON_ROWS);
             let rows = &effects.rows;
+            // Each callback has one net effect, so these statements touch disjoint rows.
+            let mut disabled: Vec<i64> = Vec::new();
             if effects.succeeded {
                 sqlx::query(&sql.clear).bind(rows).execute(&mut *tx).await?;
             }
-            let mut disabled: Vec<i64> = Vec::new();
             if effects.failed {
                 sqlx::query(&sql.start).bind(rows).execute(&mut *tx).await?;
-            }
-            if effects.gone {
-                disabled = sqlx::query_scalar(&sql.gone)
-                    .bind(rows)
-                    .bind(now)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            }
-            if effects.failed {
                 disabled.extend(
                     sqlx::query_scalar::<_, i64>(&sql.expire)
                         .bind(rows)
                         .bind(now)
                         .bind(disable.cutoff)
                         .bind(&disable.reason)
+                        .fetch_all(&mut *tx)
+                        .await?,
+                );
+            }
+            if effects.gone {
+                disabled.extend(
+                    sqlx::query_scalar::<_, i64>(&sql.gone)
+                        .bind(rows)
+                        .bind(now)
                         .fetch_all(&mut *tx)
                         .await?,
                 );
