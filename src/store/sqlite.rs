@@ -38,7 +38,8 @@ pub async fn connect(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("cache_size", "-16384");
     let file = options.get_filename().to_owned();
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections.min(8))
