@@ -148,7 +148,14 @@ async fn global_callbacks_receive_project_events_of_every_project(backend: Backe
             .all(|r| r.header("x-devops-webhook-token") == "g")
     );
 
-    // A failing global callback shows when the failing began, as bk-ci writes it.
+    // A failing global callback shows when the failing began, as bk-ci writes it. Once the two
+    // successes are recorded: recording a success clears the failure clock.
+    wait_until("the two deliveries to be recorded", WAIT, async || {
+        db.scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'SUCCESS'")
+            .await
+            == 2
+    })
+    .await;
     let id = record["id"].as_i64().unwrap();
     db.execute(&format!(
         "UPDATE callbacks SET failure_time = 1787277600999 WHERE id = {id}"
