@@ -87,8 +87,12 @@ impl Backend for Postgres {
     const JSON_ROWS: &str = "jsonb_array_elements(CAST($1 AS jsonb))";
     /// An array, not a join: a generic plan cannot know how many rows a join would bring and
     /// may scan the whole table; `= ANY(array)` is always an index scan.
-    const IDS_IN: &str = "= ANY(ARRAY(SELECT CAST(value AS BIGINT) \
-         FROM jsonb_array_elements_text(CAST($1 AS jsonb))))";
+    fn ids_in(param: &str) -> String {
+        format!(
+            "= ANY(ARRAY(SELECT CAST(value AS BIGINT) \
+             FROM jsonb_array_elements_text(CAST({param} AS jsonb))))"
+        )
+    }
     const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
     const BEGIN: &str = "BEGIN";
     /// Delivered to listeners when the intake transaction commits, not before.

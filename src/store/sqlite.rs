@@ -74,7 +74,9 @@ impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
 
     const JSON_ROWS: &str = "json_each($1)";
-    const IDS_IN: &str = "IN (SELECT value FROM json_each($1))";
+    fn ids_in(param: &str) -> String {
+        format!("IN (SELECT value FROM json_each({param}))")
+    }
     /// SQLite has one writer at a time, so a claim never races another claim.
     const SKIP_LOCKED: &str = "";
     /// Take the write lock up front: a transaction that reads first and writes later fails at

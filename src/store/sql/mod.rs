@@ -36,9 +36,10 @@ pub trait Backend: Send + Sync + 'static {
     /// A table function over the JSON array bound as `$1`, one row per element in a column
     /// `value`: bulk statements bind one JSON array instead of N parameters.
     const JSON_ROWS: &'static str;
-    /// `<column> IDS_IN`: the column's value is one of the JSON array of integers bound as `$1`,
-    /// written so that the plan looks each id up in the column's index whatever the array holds.
-    const IDS_IN: &'static str;
+    /// `<column> {ids_in(param)}`: the column's value is one of the JSON array of integers bound
+    /// as `param`, written so that the plan looks each id up in the column's index whatever the
+    /// array holds.
+    fn ids_in(param: &str) -> String;
     /// The row-locking clause that lets concurrent claimers pass each other.
     const SKIP_LOCKED: &'static str;
     /// How a write transaction starts.

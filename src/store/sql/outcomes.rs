@@ -65,6 +65,18 @@ pub(super) fn state_rows(outcomes: &[DeliveryOutcome]) -> String {
     )
 }
 
+/// The ids of `state_rows`, for `Backend::ids_in`: the update then looks each delivery up by
+/// its key, whatever the planner guesses about the JSON rows (a hash join over a table it still
+/// thinks small scans the whole table once per batch).
+pub(super) fn leased_ids(outcomes: &[DeliveryOutcome]) -> String {
+    json_rows(
+        outcomes
+            .iter()
+            .filter(|o| o.claim_token.is_some())
+            .map(|o| serde_json::json!(o.delivery_id)),
+    )
+}
+
 /// The deliveries that a manual re-send delivered, with the status it got.
 pub(super) fn manual_success_rows(outcomes: &[DeliveryOutcome]) -> Option<String> {
     let rows: Vec<serde_json::Value> = outcomes

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::intake::{CallbackTarget, Routing, scope_rows, targets_of};
 use super::outcomes::{
-    EffectStatements, attempt_rows, effect_rows, manual_success_rows, state_rows,
+    EffectStatements, attempt_rows, effect_rows, leased_ids, manual_success_rows, state_rows,
 };
 use super::rows::{ClaimRow, TargetRow};
 use super::{Backend, RowsAffected, SqlStore, cancel_pending, json_rows, materialized_rows};
@@ -110,13 +110,13 @@ where
         // indexed column and PostgreSQL can update the row in place (HOT).
         let claimed: Vec<i64> = sqlx::query_scalar(&format!(
             "WITH due AS (SELECT id FROM deliveries \
-                 WHERE status = 'PENDING' AND next_attempt_at <= $2 \
+                 WHERE {} AND next_attempt_at <= $2 \
                    AND (lease_until IS NULL OR lease_until <= $2) \
-                   AND (attempts = 0) = $6 \
                    AND host NOT IN (SELECT value->>'h' FROM {}) \
                  ORDER BY next_attempt_at LIMIT $3 {}) \
              UPDATE deliveries SET lease_until = $4, claim_token = $5 \
              WHERE id IN (SELECT id FROM due) RETURNING id",
+            pending_in(claim.lane),
             B::JSON_ROWS,
             B::SKIP_LOCKED
         ))
@@ -125,7 +125,6 @@ where
         .bind(i64::from(claim.limit))
         .bind(claim.lease_until)
         .bind(&token)
-        .bind(claim.lane == Lane::First)
         .fetch_all(&self.leases)
         .await?;
         if claimed.is_empty() {
@@ -139,7 +138,7 @@ where
              LEFT JOIN callbacks cb ON cb.id = d.callback_id \
              WHERE d.id {} AND d.claim_token = $2 \
              ORDER BY d.next_attempt_at, d.id",
-            B::IDS_IN
+            B::ids_in("$1")
         ))
         .bind(json_rows(claimed.iter().map(|&id| serde_json::json!(id))))
         .bind(&token)
@@ -156,24 +155,35 @@ where
         now: EpochMillis,
         until: EpochMillis,
     ) -> StoreResult<u64> {
-        let moved = sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $3 \
-             WHERE status = 'PENDING' AND host = $1 AND next_attempt_at <= $2 \
-               AND (lease_until IS NULL OR lease_until <= $2)",
-        )
-        .bind(host)
-        .bind(now)
-        .bind(until)
-        .execute(&self.leases)
-        .await?;
-        Ok(moved.rows_affected())
+        let mut moved = 0;
+        for lane in [Lane::First, Lane::Retry] {
+            moved += sqlx::query(&format!(
+                "UPDATE deliveries SET next_attempt_at = $3 \
+                 WHERE {} AND host = $1 AND next_attempt_at <= $2 \
+                   AND (lease_until IS NULL OR lease_until <= $2)",
+                pending_in(lane)
+            ))
+            .bind(host)
+            .bind(now)
+            .bind(until)
+            .execute(&self.leases)
+            .await?
+            .rows_affected();
+        }
+        Ok(moved)
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>> {
-        let due = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries \
-             WHERE status = 'PENDING' AND lease_until IS NULL",
-        )
+        let due = sqlx::query_scalar(&format!(
+            "SELECT MIN(due) FROM (\
+                 SELECT MIN(next_attempt_at) AS due FROM deliveries \
+                 WHERE {} AND lease_until IS NULL \
+                 UNION ALL \
+                 SELECT MIN(next_attempt_at) FROM deliveries \
+                 WHERE {} AND lease_until IS NULL) AS lanes",
+            pending_in(Lane::First),
+            pending_in(Lane::Retry)
+        ))
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
@@ -227,11 +237,14 @@ where
                      CAST(value->>'attempted' AS INTEGER) AS attempted, \
                      CAST(value->>'code' AS INTEGER) AS code \
                    FROM {}) AS j \
-             WHERE deliveries.id = j.id AND deliveries.claim_token = j.token",
-            B::JSON_ROWS
+             WHERE deliveries.id = j.id AND deliveries.claim_token = j.token \
+               AND deliveries.id {}",
+            B::JSON_ROWS,
+            B::ids_in("$3")
         ))
         .bind(state_rows(outcomes))
         .bind(now)
+        .bind(leased_ids(outcomes))
         .execute(&mut *tx)
         .await?;
         if let Some(delivered) = manual_success_rows(outcomes) {
@@ -298,6 +311,15 @@ where
 
     async fn watch_new_deliveries(&self, wake: Arc<Notify>) {
         self.backend.watch(&self.pool, wake).await
+    }
+}
+
+/// The pending deliveries of one lane, each lane through its own partial index (migration 0010),
+/// so a claim of retries does not walk past a backlog of first attempts, nor the reverse.
+fn pending_in(lane: Lane) -> &'static str {
+    match lane {
+        Lane::First => "status = 'PENDING' AND attempts = 0",
+        Lane::Retry => "status = 'PENDING' AND attempts > 0",
     }
 }
 
