@@ -44,6 +44,8 @@ pub struct Workers {
     sender: Arc<Sender>,
     retry: RetrySchedule,
     wake: Arc<Notify>,
+    /// Rung when a busy host's queue has drained to half: a claim for it alone is worth making.
+    refill: Notify,
     concurrency: usize,
     per_host: usize,
     timeout: Duration,
@@ -73,6 +75,7 @@ impl Workers {
             sender,
             retry: RetrySchedule::new(config.retry_schedule.clone()),
             wake,
+            refill: Notify::new(),
             concurrency: config.delivery_concurrency,
             per_host: config.max_in_flight_per_host,
             timeout: config.delivery_timeout,
@@ -149,6 +152,9 @@ impl Workers {
         outcomes: &mpsc::Sender<DeliveryOutcome>,
     ) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        // Whether the next claim may look for hosts not seen yet: not when only a busy host's
+        // queue drained, since then the due backlog is most likely that host's own.
+        let mut discover = true;
         loop {
             let first_slot = tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
@@ -156,9 +162,16 @@ impl Workers {
             };
             while in_flight.try_join_next().is_some() {}
             self.defer_stalled_hosts().await;
-            // Free slots, plus the room in the queues of hosts already busy here: deliveries for
-            // those wait without a slot, and bigger claims mean fewer of them.
-            let wanted = (slots.available_permits() + 1 + self.queue_room()).min(MAX_CLAIM);
+            let wanted = self.wanted(slots.available_permits() + 1, discover);
+            if wanted == 0 {
+                // Every host seen is busy: wait for one to drain, new events, or the poll.
+                drop(first_slot);
+                let Some(next) = self.idle(self.poll, stop).await else {
+                    return;
+                };
+                discover = next;
+                continue;
+            }
             let fresh_limit = wanted - wanted / 4;
             let (fresh, retries) = match self.claim(fresh_limit, wanted).await {
                 Ok(claimed) => claimed,
@@ -200,15 +213,31 @@ impl Workers {
                 in_flight.spawn(self.clone().attempt(delivery, outcomes.clone(), slot));
             }
             drop(first_slot);
+            discover = false;
             if more_due {
                 continue;
             }
-            let wait = self.until_next_due().await;
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-                () = stop.cancelled() => return,
-            }
+            // With busy hosts left out, what is due now is most likely theirs: the next-due time
+            // would say "now" again and again, so wait for a wake-up instead.
+            let wait = if self.busy_hosts().is_empty() {
+                self.until_next_due().await
+            } else {
+                self.poll
+            };
+            let Some(next) = self.idle(wait, stop).await else {
+                return;
+            };
+            discover = next;
+        }
+    }
+
+    /// Waits for a wake-up or `wait`; `Some(discover)` for the next claim, `None` once stopped.
+    async fn idle(&self, wait: Duration, stop: &CancellationToken) -> Option<bool> {
+        tokio::select! {
+            () = self.refill.notified() => Some(false),
+            () = self.wake.notified() => Some(true),
+            () = tokio::time::sleep(wait) => Some(true),
+            () = stop.cancelled() => None,
         }
     }
 
@@ -275,14 +304,27 @@ impl Workers {
         }
     }
 
-    /// Free places in the queues of hosts whose attempts are all taken.
-    fn queue_room(&self) -> usize {
+    /// How many deliveries to claim with `free_slots`: what the hosts seen here can still take
+    /// (attempts up to their cap, then their queue, which needs no slot), plus, when
+    /// `discover`, room for hosts not seen yet: every free slot while no host is at its cap,
+    /// else one, because then the due backlog is most likely that host's. Claiming more than a
+    /// host can take only leases deliveries to hand them straight back.
+    fn wanted(&self, free_slots: usize, discover: bool) -> usize {
         let hosts = self.hosts.lock();
-        hosts
+        let known: usize = hosts
             .values()
-            .filter(|load| load.in_flight >= self.per_host)
-            .map(|load| self.queue_cap.saturating_sub(load.queued.len()))
-            .sum()
+            .map(|load| {
+                self.per_host.saturating_sub(load.in_flight).min(free_slots)
+                    + self.queue_cap.saturating_sub(load.queued.len())
+            })
+            .sum();
+        let capped = hosts.values().any(|load| load.in_flight >= self.per_host);
+        let unseen = match (discover, capped) {
+            (false, _) => 0,
+            (true, false) => free_slots,
+            (true, true) => 1,
+        };
+        (known + unseen).min(MAX_CLAIM)
     }
 
     /// Hosts whose attempts and queue are both full: claims leave them out.
@@ -324,15 +366,22 @@ impl Workers {
         let mut hosts = self.hosts.lock();
         let load = hosts.get_mut(host)?;
         load.last_progress = Some(std::time::Instant::now());
-        let was_full = load.queued.len() >= self.queue_cap;
-        if was_full {
-            // The host was left out of claims; it has room again.
-            self.wake.notify_one();
-        }
-        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst)
-            && let Some(next) = load.queued.pop_front()
+        let queued = load.queued.len();
+        let next = if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            None
+        } else {
+            load.queued.pop_front()
+        };
+        // A claim for the host is worth its round trip once half its queue is free (or, with no
+        // queue, once an attempt ends while it was left out of claims).
+        let refill_at = self.queue_cap / 2;
+        if (queued > refill_at && load.queued.len() <= refill_at)
+            || (queued >= self.queue_cap && next.is_none())
         {
-            return Some(next);
+            self.refill.notify_one();
+        }
+        if next.is_some() {
+            return next;
         }
         load.in_flight -= 1;
         if load.in_flight == 0 && load.queued.is_empty() {

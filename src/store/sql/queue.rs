@@ -175,14 +175,9 @@ where
 
     async fn next_due_at(&self) -> StoreResult<Option<EpochMillis>> {
         let due = sqlx::query_scalar(&format!(
-            "SELECT MIN(due) FROM (\
-                 SELECT MIN(next_attempt_at) AS due FROM deliveries \
-                 WHERE {} AND lease_until IS NULL \
-                 UNION ALL \
-                 SELECT MIN(next_attempt_at) FROM deliveries \
-                 WHERE {} AND lease_until IS NULL) AS lanes",
-            pending_in(Lane::First),
-            pending_in(Lane::Retry)
+            "SELECT MIN(due) FROM (SELECT ({first}) AS due UNION ALL SELECT ({retry})) AS lanes",
+            first = first_unleased(Lane::First),
+            retry = first_unleased(Lane::Retry)
         ))
         .fetch_one(&self.pool)
         .await?;
@@ -321,6 +316,17 @@ fn pending_in(lane: Lane) -> &'static str {
         Lane::First => "status = 'PENDING' AND attempts = 0",
         Lane::Retry => "status = 'PENDING' AND attempts > 0",
     }
+}
+
+/// The earliest `next_attempt_at` of a lane's unleased deliveries, as an ordered walk of its
+/// index that stops at the first one: `MIN()` may be planned as a full aggregate while the
+/// table's statistics are stale.
+fn first_unleased(lane: Lane) -> String {
+    format!(
+        "SELECT next_attempt_at FROM deliveries WHERE {} AND lease_until IS NULL \
+         ORDER BY next_attempt_at LIMIT 1",
+        pending_in(lane)
+    )
 }
 
 /// The enabled callbacks in the scopes of `scope_rows` (bound as `$1`): project-level and global
