@@ -95,6 +95,7 @@ impl Backend for Postgres {
     }
     const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
     const BEGIN: &str = "BEGIN";
+    const ONE_WRITER: bool = false;
     /// Delivered to listeners when the intake transaction commits, not before.
     const WAKE_SQL: Option<&str> = Some("SELECT pg_notify('devops_callbacks_deliveries', '')");
     /// An identity column keeps counting from its own sequence.

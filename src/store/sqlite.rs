@@ -82,6 +82,7 @@ impl Backend for Sqlite {
     /// Take the write lock up front: a transaction that reads first and writes later fails at
     /// once with SQLITE_BUSY when another writer committed in between, instead of waiting.
     const BEGIN: &str = "BEGIN IMMEDIATE";
+    const ONE_WRITER: bool = true;
     /// Same-process workers are woken directly; other processes (the CLI) rely on the poll.
     const WAKE_SQL: Option<&str> = None;
     /// AUTOINCREMENT continues after the largest id ever stored.

@@ -116,7 +116,7 @@ where
     ) -> StoreResult<bool> {
         // Enabling clears the failure state; disabling keeps it and records why.
         let now = now_millis();
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let touched: Vec<i64> = sqlx::query_scalar(
             "UPDATE callbacks SET enabled = $3, updater = $4, updated_at = $5, \
                  disabled_reason = $6, \
@@ -175,7 +175,7 @@ where
             ),
         };
         let now = now_millis();
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let touched: Vec<i64> = sqlx::query_scalar(&format!("{sql} RETURNING id"))
             .bind(first)
             .bind(enabled)

@@ -107,7 +107,7 @@ where
         dry_run: bool,
     ) -> StoreResult<ImportOutcome> {
         let new = &imported.callback;
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let by_id: Option<StoredState> = sqlx::query_as(
             "SELECT project_id, pipeline_id IS NOT NULL AS is_pipeline, url, event, region, \
                  secret_token, enabled, updater, failure_time, disabled_reason, secret_headers \
@@ -197,7 +197,7 @@ where
     ) -> StoreResult<ImportOutcome> {
         let (project, pipeline) = (imported.project_id.as_str(), imported.pipeline_id.as_str());
         let new = &imported.callback;
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let stored: Option<StoredPipelineState> = sqlx::query_as(
             "SELECT url, event, region, secret_token, enabled FROM callbacks \
              WHERE project_id = $1 AND pipeline_id = $2 AND name = $3",

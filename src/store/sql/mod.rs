@@ -44,6 +44,9 @@ pub trait Backend: Send + Sync + 'static {
     const SKIP_LOCKED: &'static str;
     /// How a write transaction starts.
     const BEGIN: &'static str;
+    /// Whether the database takes one writer at a time. Then writers queue in the process (see
+    /// `SqlStore::begin_write`) rather than in the database, whose busy handler sleeps.
+    const ONE_WRITER: bool;
     /// A statement run in the intake transaction to wake other processes, if the database can.
     const WAKE_SQL: Option<&'static str>;
     /// A statement that moves id generation past the largest `callbacks.id`, where the
@@ -88,7 +91,12 @@ pub struct SqlStore<B: Backend> {
     /// Seals callback tokens on every write and opens them on every read for delivery.
     sealer: Sealer,
     backend: B,
+    /// Held by the writer of a `Backend::ONE_WRITER` database.
+    writer: Option<tokio::sync::Mutex<()>>,
 }
+
+/// The turn of a writer of a `Backend::ONE_WRITER` database; nothing elsewhere.
+type WriterTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
 
 impl<B: Backend> SqlStore<B> {
     pub fn new(backend: B, pool: Pool<B::Db>, leases: Pool<B::Db>, sealer: Sealer) -> Self {
@@ -97,7 +105,29 @@ impl<B: Backend> SqlStore<B> {
             leases,
             sealer,
             backend,
+            writer: B::ONE_WRITER.then(|| tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Waits for the writer's turn where the database has one writer at a time. SQLite makes a
+    /// writer that finds the lock taken sleep and retry, in steps of milliseconds (measured on
+    /// the bus bench: 3,203 such sleeps of 2.75 ms on average in 20,000 messages); queued here,
+    /// the next writer starts the moment the last one commits.
+    async fn writer_turn(&self) -> WriterTurn<'_> {
+        match &self.writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
+    }
+
+    /// Begins a write transaction in the writer's turn; keep the turn until the transaction
+    /// ends.
+    async fn begin_write(
+        &self,
+    ) -> Result<(WriterTurn<'_>, sqlx::Transaction<'static, B::Db>), sqlx::Error> {
+        let turn = self.writer_turn().await;
+        let tx = self.pool.begin_with(B::BEGIN).await?;
+        Ok((turn, tx))
     }
 }
 

@@ -33,7 +33,7 @@ where
 {
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
         let now = now_millis();
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let callbacks: Vec<CallbackTarget> = sqlx::query_as(&scope_callbacks_sql::<B>())
             .bind(scope_rows(events.iter().map(|e| &e.route)))
             .fetch_all(&mut *tx)
@@ -108,6 +108,7 @@ where
         );
         // Found again by id, not by token: the token has no index, so taking a lease changes no
         // indexed column and PostgreSQL can update the row in place (HOT).
+        let turn = self.writer_turn().await;
         let claimed: Vec<i64> = sqlx::query_scalar(&format!(
             "WITH due AS (SELECT id FROM deliveries \
                  WHERE {} AND next_attempt_at <= $2 \
@@ -127,6 +128,7 @@ where
         .bind(&token)
         .fetch_all(&self.leases)
         .await?;
+        drop(turn);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -156,6 +158,7 @@ where
         until: EpochMillis,
     ) -> StoreResult<u64> {
         let mut moved = 0;
+        let _turn = self.writer_turn().await;
         for lane in [Lane::First, Lane::Retry] {
             moved += sqlx::query(&format!(
                 "UPDATE deliveries SET next_attempt_at = $3 \
@@ -193,7 +196,7 @@ where
             return Ok(());
         }
         let now = now_millis();
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         if let Some(attempts) = attempt_rows(outcomes) {
             sqlx::query(&format!(
                 "{} INSERT INTO callback_history (delivery_id, callback_id, project_id, url, \

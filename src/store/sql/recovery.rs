@@ -43,7 +43,7 @@ where
     async fn start_recovery(&self, recovery: &NewRecovery) -> StoreResult<RecoveryStart> {
         let now = now_millis();
         let to = recovery.to.min(now);
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let enabled: Option<bool> =
             sqlx::query_scalar("SELECT enabled FROM callbacks WHERE id = $1 AND project_id = $2")
                 .bind(recovery.callback_id)
@@ -134,7 +134,7 @@ where
             return Ok(None);
         }
         let batch = i64::from(batch);
-        let mut tx = self.pool.begin_with(B::BEGIN).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let Some(job) = Self::take_job(&mut tx, batch).await? else {
             return Ok(None);
         };
