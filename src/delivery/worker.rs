@@ -104,7 +104,9 @@ impl Workers {
                     .await
             }
         });
-        let (outcomes, recorded) = mpsc::channel(workers.concurrency);
+        // Room for a whole batch while the recorder writes the previous one: with room for one
+        // slot's worth only, attempts waited on each commit and the commit rate bounded delivery.
+        let (outcomes, recorded) = mpsc::channel(MAX_RECORD_BATCH.max(workers.concurrency));
         let recorder = tokio::spawn(record(
             workers.store.clone(),
             recorded,
