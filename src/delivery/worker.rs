@@ -307,10 +307,10 @@ impl Workers {
     }
 
     /// How many deliveries to claim with `free_slots`: what the hosts seen here can still take
-    /// (attempts up to their cap, then their queue, which needs no slot), plus, when
-    /// `discover`, room for hosts not seen yet: every free slot while no host is at its cap,
-    /// else one, because then the due backlog is most likely that host's. Claiming more than a
-    /// host can take only leases deliveries to hand them straight back.
+    /// (attempts up to their cap, then their queue, which needs no slot), plus, when `discover`
+    /// or when no host is seen, room for hosts not seen yet: every free slot while no host is at
+    /// its cap, else one, because then the due backlog is most likely that host's. Claiming more
+    /// than a host can take only leases deliveries to hand them straight back.
     fn wanted(&self, free_slots: usize, discover: bool) -> usize {
         let hosts = self.hosts.lock();
         let known: usize = hosts
@@ -321,7 +321,9 @@ impl Workers {
             })
             .sum();
         let capped = hosts.values().any(|load| load.in_flight >= self.per_host);
-        let unseen = match (discover, capped) {
+        // A host that drained between its refill wake-up and this claim is gone from the map:
+        // with no host seen, every claim may look for hosts.
+        let unseen = match (discover || hosts.is_empty(), capped) {
             (false, _) => 0,
             (true, false) => free_slots,
             (true, true) => 1,
