@@ -356,6 +356,7 @@ impl Workers {
         } else if load.queued.len() < self.queue_cap {
             self.held.lock().insert(delivery.id, held);
             load.queued.push_back(delivery);
+            load.backlogged = true;
             return Admission::Queued;
         } else {
             return Admission::Full(delivery);
@@ -389,6 +390,11 @@ impl Workers {
         }
         load.in_flight -= 1;
         if load.in_flight == 0 && load.queued.is_empty() {
+            // A host whose deliveries had to queue may have more due than its last refill
+            // claimed: once it is gone from the map, only a wake-up claims them before the poll.
+            if load.backlogged {
+                self.wake.notify_one();
+            }
             hosts.remove(host);
         }
         None
@@ -580,6 +586,8 @@ struct HostLoad {
     last_progress: Option<std::time::Instant>,
     /// When its backlog may be moved aside again (at most once per `STALL`).
     deferred_until: Option<std::time::Instant>,
+    /// Whether a delivery for it had to wait in its queue.
+    backlogged: bool,
 }
 
 enum Admission {
