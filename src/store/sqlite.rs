@@ -74,6 +74,8 @@ impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
 
     const JSON_ROWS: &str = "json_each($1)";
+    /// `json_each` turns an element back into text for every `value->>'x'` read from it.
+    const READ_ROWS_ONCE: &str = "MATERIALIZED";
     fn ids_in(param: &str) -> String {
         format!("IN (SELECT value FROM json_each({param}))")
     }

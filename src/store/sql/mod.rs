@@ -36,6 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A table function over the JSON array bound as `$1`, one row per element in a column
     /// `value`: bulk statements bind one JSON array instead of N parameters.
     const JSON_ROWS: &'static str;
+    /// How `materialized_rows` has its rows read: `MATERIALIZED` where reading a field of an
+    /// element costs a parse of the element, else empty.
+    const READ_ROWS_ONCE: &'static str;
     /// `<column> {ids_in(param)}`: the column's value is one of the JSON array of integers bound
     /// as `param`, written so that the plan looks each id up in the column's index whatever the
     /// array holds.
@@ -136,12 +139,13 @@ fn json_rows(rows: impl IntoIterator<Item = serde_json::Value>) -> String {
     serde_json::Value::from_iter(rows).to_string()
 }
 
-/// `WITH rows AS MATERIALIZED (…)`: the elements of `Backend::JSON_ROWS`, read once, for a
-/// statement that reads many fields of large elements (`FROM rows`). SQLite otherwise turns
-/// the element back into text for every field read.
+/// `WITH rows AS … (…)`: the elements of `Backend::JSON_ROWS`, for a statement that reads many
+/// fields of large elements (`FROM rows`), each element read once where the backend needs that
+/// (`Backend::READ_ROWS_ONCE`).
 fn materialized_rows<B: Backend>() -> String {
     format!(
-        "WITH rows AS MATERIALIZED (SELECT value FROM {})",
+        "WITH rows AS {} (SELECT value FROM {})",
+        B::READ_ROWS_ONCE,
         B::JSON_ROWS
     )
 }
