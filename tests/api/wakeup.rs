@@ -1,9 +1,12 @@
 //! The wake-up path, with the backstop poll set to a minute so that only a wake-up can deliver
 //! in time: an intake is delivered at once (in process, and from another process through
-//! PostgreSQL's LISTEN/NOTIFY), and a retry fires at its due time, not at the next poll.
+//! PostgreSQL's LISTEN/NOTIFY), a retry fires at its due time, not at the next poll, and a
+//! backlog larger than a host may hold drains through the workers' own wake-ups.
 //! Times are compared on the server's own records (event creation, attempt start and end).
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use crate::common::{
     Backend, DELIVERY_VARS, TestDb, TestServer, WAIT, backend_tests, cli, wait_until,
@@ -13,6 +16,7 @@ use crate::receiver::{Answer, Receiver};
 backend_tests!(
     an_intake_is_delivered_at_once_not_at_the_next_poll,
     a_retry_fires_at_its_due_time_not_at_the_next_poll,
+    a_backlog_beyond_a_hosts_cap_drains_without_the_poll,
 );
 
 /// The backstop poll: far longer than any wait below.
@@ -70,7 +74,7 @@ async fn an_intake_is_delivered_at_once_not_at_the_next_poll(backend: Backend) {
             "{event_id} waited {took} ms: the intake did not wake the workers"
         );
         // Let the dispatcher finish its round and go to sleep on the poll.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(receiver.count(), 2);
 }
@@ -85,7 +89,7 @@ async fn a_publish_from_another_process_wakes_a_postgres_server_at_once() {
         .register("demo", "alice", "BUILD_END", &receiver.url("/other"), None)
         .await;
     // Let the workers go to sleep on the poll.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let published = cli(
         &db,
         &[],
@@ -122,7 +126,7 @@ async fn a_retry_fires_at_its_due_time_not_at_the_next_poll(backend: Backend) {
     // The failure comes late, so the dispatcher has long gone to sleep when it is recorded.
     receiver.script(
         "/retry",
-        vec![Answer::Late(std::time::Duration::from_millis(300), 500)],
+        vec![Answer::Late(Duration::from_millis(300), 500)],
     );
     server
         .register("demo", "alice", "BUILD_END", &receiver.url("/retry"), None)
@@ -146,4 +150,56 @@ async fn a_retry_fires_at_its_due_time_not_at_the_next_poll(backend: Backend) {
         receiver.count() == 2
     })
     .await;
+}
+
+/// 300 events for one host that may hold 2 attempts and 2 queued deliveries: the claims that feed
+/// it are rung by its queue draining and by its leaving the workers' map; if one were missed the
+/// rest would wait for the minute-long poll. Beside it, another host (`localhost`, so it has caps
+/// of its own) answers nothing while the test runs and keeps its places taken, so the workers'
+/// map never empties while the first host drains.
+async fn a_backlog_beyond_a_hosts_cap_drains_without_the_poll(backend: Backend) {
+    const EVENTS: usize = 300;
+    let db = TestDb::new(backend).await;
+    // Attempts to the stuck host outlast the test, so no outcome of theirs wakes the workers.
+    let vars = [
+        ("DELIVERY_MAX_IN_FLIGHT_PER_HOST", "2"),
+        ("DELIVERY_TIMEOUT_MS", "30000"),
+        ("DELIVERY_LEASE_SECS", "60"),
+    ];
+    let server = start(&db, &vars).await;
+    let receiver = Receiver::start().await;
+    let hanging = Receiver::start().await;
+    hanging.answer_by_default(Answer::Slow(Duration::from_secs(60)));
+    server
+        .register("demo", "alice", "BUILD_END", &receiver.url("/fast"), None)
+        .await;
+    server.set_member("stuck", "alice", "admin").await;
+    let slow = format!("http://localhost:{}/slow", hanging.addr.port());
+    server
+        .register("stuck", "alice", "BUILD_END", &slow, None)
+        .await;
+    let stuck: Vec<Value> = (0..4)
+        .map(|i| json!({"projectId": "stuck", "event": "BUILD_END", "data": {"i": i}}))
+        .collect();
+    let (status, body) = server
+        .service_post(
+            "/service/callbacks/events:batch",
+            &Value::from(stuck).to_string(),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let batch: Vec<Value> = (0..EVENTS)
+        .map(|i| json!({"projectId": "demo", "event": "BUILD_END", "data": {"i": i}}))
+        .collect();
+    let (status, body) = server
+        .service_post(
+            "/service/callbacks/events:batch",
+            &Value::from(batch).to_string(),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    // Far below the poll; the deliveries themselves take about a second.
+    receiver.wait_for(EVENTS, WAIT).await;
+    let (distinct, duplicates) = receiver.distinct_and_duplicates();
+    assert_eq!((distinct, duplicates), (EVENTS, 0));
 }
