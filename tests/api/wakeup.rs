@@ -178,18 +178,18 @@ async fn a_backlog_beyond_a_hosts_cap_drains_without_the_poll(backend: Backend) 
     server
         .register("stuck", "alice", "BUILD_END", &slow, None)
         .await;
-    let stuck: Vec<Value> = (0..4)
-        .map(|i| json!({"projectId": "stuck", "event": "BUILD_END", "data": {"i": i}}))
-        .collect();
-    let (status, body) = server
-        .service_post(
-            "/service/callbacks/events:batch",
-            &Value::from(stuck).to_string(),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
-    let batch: Vec<Value> = (0..EVENTS)
-        .map(|i| json!({"projectId": "demo", "event": "BUILD_END", "data": {"i": i}}))
+    publish_batch(&server, "stuck", 4).await;
+    publish_batch(&server, "demo", EVENTS).await;
+    // Far below the poll; the deliveries themselves take about a second.
+    receiver.wait_for(EVENTS, WAIT).await;
+    let (distinct, duplicates) = receiver.distinct_and_duplicates();
+    assert_eq!((distinct, duplicates), (EVENTS, 0));
+}
+
+/// Publishes `count` BUILD_END events of `project` in one intake batch.
+async fn publish_batch(server: &TestServer, project: &str, count: usize) {
+    let batch: Vec<Value> = (0..count)
+        .map(|i| json!({"projectId": project, "event": "BUILD_END", "data": {"i": i}}))
         .collect();
     let (status, body) = server
         .service_post(
@@ -198,8 +198,4 @@ async fn a_backlog_beyond_a_hosts_cap_drains_without_the_poll(backend: Backend) 
         )
         .await;
     assert!(status.is_success(), "{body}");
-    // Far below the poll; the deliveries themselves take about a second.
-    receiver.wait_for(EVENTS, WAIT).await;
-    let (distinct, duplicates) = receiver.distinct_and_duplicates();
-    assert_eq!((distinct, duplicates), (EVENTS, 0));
 }

@@ -43,38 +43,33 @@ fn body_from_event(attempt: &Attempt) -> bool {
     !attempt.manual && attempt.delivery_id.is_some()
 }
 
+/// The outcomes that hold their delivery's lease: only those change a delivery's state.
+fn leased(outcomes: &[DeliveryOutcome]) -> impl Iterator<Item = &DeliveryOutcome> {
+    outcomes.iter().filter(|o| o.claim_token.is_some())
+}
+
 /// The new states of the deliveries whose lease the outcomes hold.
 pub(super) fn state_rows(outcomes: &[DeliveryOutcome]) -> String {
-    json_rows(
-        outcomes
-            .iter()
-            .filter(|o| o.claim_token.is_some())
-            .map(|o| {
-                serde_json::json!({
-                    "id": o.delivery_id,
-                    "token": o.claim_token,
-                    "status": o.status.as_str(),
-                    "attempts": o.attempts,
-                    "next_attempt_at": o.next_attempt_at,
-                    "last_error": o.last_error.as_deref().map(storable),
-                    "cancel_reason": o.cancel_reason.as_deref().map(storable),
-                    "attempted": i32::from(o.attempt.is_some()),
-                    "code": o.attempt.as_ref().and_then(|a| a.response_code),
-                })
-            }),
-    )
+    json_rows(leased(outcomes).map(|o| {
+        serde_json::json!({
+            "id": o.delivery_id,
+            "token": o.claim_token,
+            "status": o.status.as_str(),
+            "attempts": o.attempts,
+            "next_attempt_at": o.next_attempt_at,
+            "last_error": o.last_error.as_deref().map(storable),
+            "cancel_reason": o.cancel_reason.as_deref().map(storable),
+            "attempted": i32::from(o.attempt.is_some()),
+            "code": o.attempt.as_ref().and_then(|a| a.response_code),
+        })
+    }))
 }
 
 /// The ids of `state_rows`, for `Backend::ids_in`: the update then looks each delivery up by
 /// its key, whatever the planner guesses about the JSON rows (a hash join over a table it still
 /// thinks small scans the whole table once per batch).
 pub(super) fn leased_ids(outcomes: &[DeliveryOutcome]) -> String {
-    json_rows(
-        outcomes
-            .iter()
-            .filter(|o| o.claim_token.is_some())
-            .map(|o| serde_json::json!(o.delivery_id)),
-    )
+    json_rows(leased(outcomes).map(|o| serde_json::json!(o.delivery_id)))
 }
 
 /// The deliveries that a manual re-send delivered, with the status it got.
